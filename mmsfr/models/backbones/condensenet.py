@@ -1,0 +1,433 @@
+"""CondenseNetV2 (sparse feature reactivation) and CondenseNet (learned group conv).
+
+Both are dense networks: every layer appends ``k`` new channels to the features of
+its block. A CondenseNetV2 layer also *reactivates* old features: a sparse 1x1 conv
+from its new features adds into the old ones (SFR). Blocks are separated by a plain
+2x2 average pool; the stem is a bias-free 3x3 conv, stride 2 (1 for CIFAR).
+"""
+from __future__ import annotations
+
+import copy
+import re
+from typing import Sequence
+
+import torch
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
+                      SqueezeExcitation, convert_to_deploy)
+
+
+class DenseLayer(nn.Module):
+    """One dense layer: LGC (i -> 4k) -> 3x3 group conv (4k -> k) [-> SE] [-> SFR].
+
+    Returns ``cat([old + SFR(new), new])`` (``i + k`` channels); without SFR the old
+    features pass unchanged.
+
+    Args:
+        in_channels: Input channels ``i``.
+        growth: Growth rate ``k``.
+        groups: Groups of the LGC, of the 3x3 conv and of the SFR.
+        condense_factor: LGC condense factor C.
+        sparse_factor: SFR sparse factor S, or None for no SFR (CondenseNet).
+        bottleneck: LGC output width as a multiple of ``k``.
+        act_cfg: Activation of every pre-activation unit in the layer.
+        with_se: Squeeze-excite the new features (reduction 1).
+        with_cp: Recompute the layer in backward to save memory.
+        deploy: Build the converted LGC/SFR forms.
+    """
+
+    def __init__(self, in_channels: int, growth: int, groups: int, condense_factor: int,
+                 sparse_factor: int | None, bottleneck: int = 4,
+                 act_cfg: dict = dict(type='ReLU'), with_se: bool = False,
+                 with_cp: bool = False, deploy: bool = False) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.conv_1 = LearnedGroupConv(in_channels, bottleneck * growth, groups=groups,
+                                       factor=condense_factor, act_cfg=act_cfg, deploy=deploy)
+        self.conv_2 = PreActConv(bottleneck * growth, growth, 3, groups=groups, act_cfg=act_cfg)
+        self.se = SqueezeExcitation(growth, reduction=1) if with_se else None
+        self.sfr = None
+        if sparse_factor is not None:
+            self.sfr = SparseFeatureReactivation(growth, in_channels, groups=groups,
+                                                 factor=sparse_factor, act_cfg=act_cfg,
+                                                 deploy=deploy)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        new = self.conv_2(self.conv_1(x))
+        if self.se is not None:
+            new = self.se(new)
+        old = x if self.sfr is None else self.sfr(new, x)
+        return torch.cat([old, new], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+
+@MODELS.register_module()
+class CondenseNetV2(BaseModule):
+    """CondenseNetV2 backbone (Yang et al., CVPR 2021), train-time or deploy form.
+
+    ``arch`` is a key of :attr:`arch_settings` or a dict with the same fields:
+
+    * ``depths`` / ``growths``: layers and growth rate per dense block;
+    * ``groups``: G of every LGC, 3x3 conv and SFR; ``condense_factor``: C of the LGCs;
+      ``sparse_factor``: S of the SFRs (None: no SFR, i.e. CondenseNet);
+    * ``hs_from`` / ``se_from``: first block using hard-swish / SE (None: never);
+    * ``stem_stride``: 2 for ImageNet, 1 for CIFAR.
+
+    Outputs are the features of the dense blocks in ``out_indices`` (block ``b``
+    has stride ``stem_stride * 2**b``): raw concatenations, as the network computes
+    them. ``out_norm`` adds BN + ReLU on outputs: ``'last'`` (default) on the last
+    block only, which is the pretrained norm of the classification tail; ``'all'``
+    on every output (new, randomly initialised norms for the earlier blocks);
+    ``'none'`` on none.
+
+    Args:
+        arch: Architecture name or dict (see above).
+        out_indices: Dense blocks to return, 0-based. Default: all but the first
+            (strides 4/8/16/32 for ImageNet archs).
+        frozen_stages: Freeze the stem (0) and blocks ``0..frozen_stages-1`` as in
+            mmdet (``1`` freezes the stem and the first block); -1 freezes nothing.
+        out_norm: ``'none'``, ``'last'`` or ``'all'`` (see above).
+        norm_eval: Keep BatchNorm layers in eval mode during training.
+        with_cp: Gradient checkpointing inside dense layers (saves memory).
+        deploy: Build the converted (condensed) form directly, e.g. to load weights
+            converted by ``tools/convert_to_deploy.py``.
+        init_cfg: mmengine init config, e.g.
+            ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
+
+    Attributes:
+        out_channels (tuple[int]): Channels of each output, in ``out_indices`` order.
+        out_strides (tuple[int]): Strides of each output.
+        feature_info (list[dict]): ``num_chs``, ``reduction`` and ``module`` per output.
+
+    Example:
+        >>> import torch
+        >>> from mmsfr.models import CondenseNetV2
+        >>> model = CondenseNetV2(arch='a').eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 32, 56, 56)
+        (1, 96, 28, 28)
+        (1, 288, 14, 14)
+        (1, 800, 7, 7)
+        >>> model.out_channels, model.out_strides
+        ((32, 96, 288, 800), (4, 8, 16, 32))
+    """
+
+    # Legend: depths/growths per dense block; groups = G of LGC, 3x3 conv and SFR;
+    # condense_factor = C (LGC); sparse_factor = S (SFR, None = no SFR); hs_from /
+    # se_from = first block with hard-swish / SE; fc_channels = width of the
+    # classifier's hidden layer (used by the classification head configs).
+    arch_settings: dict[str, dict] = {
+        'a': dict(depths=(1, 1, 4, 6, 8), growths=(8, 8, 16, 32, 64), groups=8,
+                  condense_factor=8, sparse_factor=8, hs_from=2, se_from=3,
+                  stem_stride=2, fc_channels=828),
+        'b': dict(depths=(2, 4, 6, 8, 6), growths=(6, 12, 24, 48, 96), groups=6,
+                  condense_factor=6, sparse_factor=6, hs_from=2, se_from=3,
+                  stem_stride=2, fc_channels=1024),
+        'c': dict(depths=(4, 6, 8, 10, 8), growths=(8, 16, 32, 64, 128), groups=8,
+                  condense_factor=8, sparse_factor=8, hs_from=2, se_from=3,
+                  stem_stride=2, fc_channels=1024),
+        # CIFAR (paper Table 6): 3 blocks at 32/16/8, C = S = G = 4, no SE / HS. The
+        # paper's depth naming is ambiguous; 10 / 13 layers per block reproduce its
+        # FLOPs (docs/condensenetv2.md explains the reading).
+        'cifar-110': dict(depths=(10, 10, 10), growths=(8, 16, 32), groups=4,
+                          condense_factor=4, sparse_factor=4, hs_from=None,
+                          se_from=None, stem_stride=1),
+        'cifar-146': dict(depths=(13, 13, 13), growths=(8, 16, 32), groups=4,
+                          condense_factor=4, sparse_factor=4, hs_from=None,
+                          se_from=None, stem_stride=1),
+    }
+    _arch_keys = ('depths', 'growths', 'groups', 'condense_factor', 'sparse_factor',
+                  'hs_from', 'se_from', 'stem_stride')
+    OUT_NORMS = ('none', 'last', 'all')
+
+    def __init__(self, arch: str | dict = 'c', out_indices: Sequence[int] | None = None,
+                 frozen_stages: int = -1, out_norm: str = 'last', norm_eval: bool = False,
+                 with_cp: bool = False, deploy: bool = False, bottleneck: int = 4,
+                 init_cfg: dict | list[dict] | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch_name, settings = self.resolve_arch(arch)
+        self.arch = settings
+        depths, growths = settings['depths'], settings['growths']
+        num_blocks = len(depths)
+        if out_indices is None:
+            out_indices = tuple(range(1, num_blocks)) if num_blocks > 3 else tuple(
+                range(num_blocks))
+        out_indices = tuple(out_indices)
+        for i in out_indices:
+            if not 0 <= i < num_blocks:
+                raise ValueError(f'{type(self).__name__}: out_indices {out_indices} out of '
+                                 f'range; valid block indices are 0..{num_blocks - 1}')
+        if not -1 <= frozen_stages <= num_blocks:
+            raise ValueError(f'{type(self).__name__}: frozen_stages={frozen_stages} out of '
+                             f'range; valid values are -1..{num_blocks}')
+        if out_norm not in self.OUT_NORMS:
+            raise ValueError(f'{type(self).__name__}: out_norm={out_norm!r}; choose one '
+                             f'of {self.OUT_NORMS}')
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.out_norm = out_norm
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.deploy = deploy
+
+        channels = 2 * growths[0]
+        self.stem = nn.Conv2d(3, channels, 3, settings['stem_stride'], 1, bias=False)
+        self.blocks = nn.ModuleList()
+        block_channels = []
+        for b, (depth, growth) in enumerate(zip(depths, growths)):
+            hs = settings['hs_from'] is not None and b >= settings['hs_from']
+            se = settings['se_from'] is not None and b >= settings['se_from']
+            layers = []
+            for _ in range(depth):
+                layers.append(DenseLayer(
+                    channels, growth, settings['groups'], settings['condense_factor'],
+                    settings['sparse_factor'], bottleneck,
+                    act_cfg=dict(type='HSwish' if hs else 'ReLU'), with_se=se,
+                    with_cp=with_cp, deploy=deploy))
+                channels += growth
+            self.blocks.append(nn.Sequential(*layers))
+            block_channels.append(channels)
+        self.block_channels = tuple(block_channels)
+        self.pool = nn.AvgPool2d(2, 2)
+
+        normed = {'none': (), 'last': (num_blocks - 1,), 'all': out_indices}[out_norm]
+        self.norms = nn.ModuleDict(
+            {str(b): nn.BatchNorm2d(block_channels[b]) for b in normed})
+        self.out_channels = tuple(block_channels[i] for i in out_indices)
+        self.out_strides = tuple(settings['stem_stride'] * 2**i for i in out_indices)
+        self.feature_info = [
+            dict(num_chs=c, reduction=s, module=f'blocks.{i}')
+            for c, s, i in zip(self.out_channels, self.out_strides, out_indices)
+        ]
+        self._reference_init()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ arch
+    @classmethod
+    def resolve_arch(cls, arch: str | dict) -> tuple[str, dict]:
+        """Return ``(name, settings)`` for an arch key or dict; raise on bad input."""
+        if isinstance(arch, str):
+            if arch not in cls.arch_settings:
+                raise ValueError(f'{cls.__name__}: unknown arch {arch!r}; valid archs are '
+                                 f'{sorted(cls.arch_settings)} or a dict with keys '
+                                 f'{list(cls._arch_keys)}')
+            return arch, copy.deepcopy(cls.arch_settings[arch])
+        if not isinstance(arch, dict):
+            raise TypeError(f'{cls.__name__}: arch must be a str or dict, got {type(arch)}')
+        missing = [k for k in ('depths', 'growths', 'groups', 'condense_factor')
+                   if k not in arch]
+        if missing:
+            raise ValueError(f'{cls.__name__}: custom arch misses keys {missing}')
+        settings = dict(sparse_factor=None, hs_from=None, se_from=None, stem_stride=2)
+        settings.update(arch)
+        if len(settings['depths']) != len(settings['growths']):
+            raise ValueError(f'{cls.__name__}: depths {settings["depths"]} and growths '
+                             f'{settings["growths"]} differ in length')
+        return 'custom', settings
+
+    @classmethod
+    def feature_channels(cls, arch: str | dict,
+                         out_indices: Sequence[int] | None = None) -> list[int]:
+        """Channels of the outputs an arch gives (for FPN ``in_channels`` in configs).
+
+        Example:
+            >>> CondenseNetV2.feature_channels('c')
+            [144, 400, 1040, 2064]
+        """
+        _, s = cls.resolve_arch(arch)
+        channels, out = 2 * s['growths'][0], []
+        for d, k in zip(s['depths'], s['growths']):
+            channels += d * k
+            out.append(channels)
+        if out_indices is None:
+            out_indices = range(1, len(out)) if len(out) > 3 else range(len(out))
+        return [out[i] for i in out_indices]
+
+    # ------------------------------------------------------------------ init / train
+    def _reference_init(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, SparseFeatureReactivation):
+                nn.init.zeros_(m.norm.weight)  # reactivation starts from zero
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.stem] + [self.blocks[i] for i in range(self.frozen_stages)]
+        for m in frozen:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'CondenseNetV2':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def switch_to_deploy(self) -> None:
+        """Convert every LGC/SFR layer to its deploy form (condensation must be done)."""
+        convert_to_deploy(self)
+        self.deploy = True
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.stem(x)
+        outs = []
+        for b, block in enumerate(self.blocks):
+            if b > 0:
+                x = self.pool(x)
+            x = block(x)
+            if b in self.out_indices:
+                out = x
+                if str(b) in self.norms:
+                    out = torch.relu(self.norms[str(b)](out))
+                outs.append(out)
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        found = self._arch_in_state_dict(state_dict, prefix)
+        mine = (tuple(self.arch['depths']), tuple(self.arch['growths']))
+        if found is not None and found != mine:
+            raise ValueError(
+                f'{type(self).__name__}: the checkpoint holds {self._describe(found)} '
+                f'but the model is {self._describe(mine)}; pick the config of that arch')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+
+    @staticmethod
+    def _arch_in_state_dict(state_dict, prefix) -> tuple | None:
+        pattern = re.compile(re.escape(prefix) + r'blocks\.(\d+)\.(\d+)\.conv_2\.conv\.weight$')
+        layers: dict[int, dict[int, int]] = {}
+        for key, value in state_dict.items():
+            m = pattern.match(key)
+            if m:
+                layers.setdefault(int(m[1]), {})[int(m[2])] = value.shape[0]
+        if not layers:
+            return None
+        blocks = [layers.get(b, {}) for b in range(max(layers) + 1)]
+        return (tuple(len(b) for b in blocks), tuple(b.get(0, 0) for b in blocks))
+
+    def _describe(self, depths_growths: tuple) -> str:
+        for name, s in type(self).arch_settings.items():
+            if (tuple(s['depths']), tuple(s['growths'])) == depths_growths and (
+                    s.get('sparse_factor') is None) == (self.arch['sparse_factor'] is None):
+                return f"arch '{name}' (depths {depths_growths[0]}, growths {depths_growths[1]})"
+        return f'a custom arch (depths {depths_growths[0]}, growths {depths_growths[1]})'
+
+
+@MODELS.register_module()
+class CondenseNet(CondenseNetV2):
+    """CondenseNet backbone (learned group convolutions only, no SFR / SE / HS).
+
+    ``arch``: ``'a'``, ``'b'``, ``'c'`` (CondenseNetV2 paper, supplement Table 6),
+    ``'v1-g4'`` / ``'v1-g8'`` (the original CondenseNet ImageNet models, G = C = 4 / 8),
+    or a dict as for :class:`CondenseNetV2` (``sparse_factor`` must be None).
+
+    Example:
+        >>> import torch
+        >>> model = CondenseNet(arch='a', out_indices=(4,)).eval()
+        >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 64, 64))]
+        [(1, 464, 2, 2)]
+    """
+
+    # Legend as in CondenseNetV2.arch_settings; no SFR, ReLU everywhere.
+    arch_settings: dict[str, dict] = {
+        'a': dict(depths=(2, 4, 6, 8, 4), growths=(8, 8, 16, 32, 64), groups=8,
+                  condense_factor=8, sparse_factor=None, hs_from=None, se_from=None,
+                  stem_stride=2),
+        'b': dict(depths=(2, 4, 6, 8, 6), growths=(6, 12, 24, 48, 96), groups=6,
+                  condense_factor=6, sparse_factor=None, hs_from=None, se_from=None,
+                  stem_stride=2),
+        'c': dict(depths=(4, 6, 8, 10, 8), growths=(8, 16, 32, 64, 128), groups=8,
+                  condense_factor=8, sparse_factor=None, hs_from=None, se_from=None,
+                  stem_stride=2),
+        'v1-g4': dict(depths=(4, 6, 8, 10, 8), growths=(8, 16, 32, 64, 128), groups=4,
+                      condense_factor=4, sparse_factor=None, hs_from=None, se_from=None,
+                      stem_stride=2),
+        'v1-g8': dict(depths=(4, 6, 8, 10, 8), growths=(8, 16, 32, 64, 128), groups=8,
+                      condense_factor=8, sparse_factor=None, hs_from=None, se_from=None,
+                      stem_stride=2),
+    }
+
+    def __init__(self, arch: str | dict = 'c', **kwargs) -> None:
+        if isinstance(arch, dict) and arch.get('sparse_factor') is not None:
+            raise ValueError('CondenseNet has no SFR: use CondenseNetV2 for sparse_factor='
+                             f"{arch['sparse_factor']}")
+        super().__init__(arch=arch, **kwargs)
+
+
+# ---------------------------------------------------------------------------- weights
+_OFFICIAL_LAYER = re.compile(r'^features\.denseblock_(\d+)\.denselayer_(\d+)\.(.+)$')
+
+
+def convert_official_condensenet(state_dict: dict[str, torch.Tensor],
+                                 num_blocks: int = 5) -> dict[str, torch.Tensor]:
+    """Map a reference CondenseNet/CondenseNetV2 state_dict to mmsfr's classifier keys.
+
+    Handles the train-time (masked) and the converted forms of the authors' code
+    (``jianghaojun/CondenseNetV2``, ``ShichenLiu/CondenseNet``): ``module.`` prefixes
+    are dropped, the dense float SFR scatter matrix ``sfr.index`` becomes the integer
+    index of :class:`~mmsfr.models.layers.SparseFeatureReactivation` (each of its rows
+    holds exactly one 1).
+
+    Args:
+        state_dict: The reference state_dict (``checkpoint['state_dict']``).
+        num_blocks: Dense blocks of the model (5 for ImageNet archs).
+
+    Returns:
+        A state_dict for an mmpretrain ``ImageClassifier`` with an mmsfr backbone.
+
+    Raises:
+        ValueError: if the keys are not those of a reference CondenseNet.
+    """
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state_dict.items():
+        key = key[len('module.'):] if key.startswith('module.') else key
+        m = _OFFICIAL_LAYER.match(key)
+        if m:
+            block, layer, rest = int(m[1]) - 1, int(m[2]) - 1, m[3]
+            if rest == 'sfr.index' and value.dim() == 2:
+                ones = value.sum(1)
+                if not torch.all(ones == 1):
+                    raise ValueError(f'{key}: every row of the SFR scatter matrix must hold '
+                                     'exactly one 1')
+                value = value.argmax(1)
+            out[f'backbone.blocks.{block}.{layer}.{rest}'] = value
+        elif key == 'features.init_conv.weight':
+            out['backbone.stem.weight'] = value
+        elif key.startswith('features.norm_last.'):
+            out[f'backbone.norms.{num_blocks - 1}.' + key.split('.', 2)[2]] = value
+        elif key.startswith('features.se_last.'):
+            out['head.se.' + key.split('.', 2)[2]] = value
+        elif key.split('.')[0] in ('fc', 'classifier'):
+            out['head.' + key] = value
+        else:
+            unknown.append(key)
+    if unknown or 'backbone.stem.weight' not in out:
+        raise ValueError(
+            'not a reference CondenseNet/CondenseNetV2 state_dict: expected keys like '
+            "'features.init_conv.weight' and 'features.denseblock_1.denselayer_1.conv_1.*', "
+            f'found unexpected keys {unknown[:5]}')
+    return out

@@ -1,0 +1,416 @@
+"""Learned group convolution (LGC) and sparse feature reactivation (SFR).
+
+Both layers are pre-activation convolutions (BN -> activation -> conv) whose dense
+train-time weight is multiplied by a 0/1 mask that condensation prunes step by step.
+They differ only in which axis forms the groups:
+
+* **LGC** (CondenseNet): output filter ``o`` belongs to group ``o % G``; each group
+  drops the *input* channels with the lowest L1 importance (summed over the group's
+  filters), ``in / C`` per stage, until it keeps ``in / C`` of them.
+* **SFR** (CondenseNetV2): input channel ``j`` belongs to group ``j % G``; each group
+  drops the *output* channels (the old features it would reactivate) with the lowest
+  importance, ``out / S`` per stage, until it keeps ``out / S`` of them.
+
+Importance of a weight is ``max |w|`` over its kernel (equal to ``|w|`` for 1x1 convs,
+the CondenseNetV2 paper's footnote 2 for larger kernels).
+
+The schedule (:func:`condensation_stage`) splits the first half of training into
+``factor - 1`` stages; entering stage ``s`` means ``s`` slices are pruned. Every layer
+catches up on all stages it skipped, so a coarse progress signal can never leave a
+layer with fewer pruned slices than its stage counter claims.
+
+Each layer has a deploy form built by :meth:`switch_to_deploy` (or directly with
+``deploy=True``): LGC becomes index-select -> BN -> act -> grouped conv -> shuffle; SFR
+becomes BN -> act -> input shuffle -> grouped conv -> ``index_add`` into the old
+features. Both are exact in eval mode.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from mmcv.cnn import build_activation_layer
+from torch import nn
+
+from .shuffle import channel_shuffle
+
+
+def condensation_stage(progress: float, factor: int) -> int:
+    """Return the condensation stage reached at a training progress.
+
+    Stage ``s`` (0 <= s <= factor - 1) means ``s`` slices of ``1 / factor`` are pruned;
+    stage ``factor - 1`` (density ``1 / factor``) is reached at half of training.
+
+    Args:
+        progress: Fraction of training done, in [0, 1] (values above 1 clamp).
+        factor: Condense factor C (LGC) or sparse factor S (SFR).
+
+    Example:
+        >>> [condensation_stage(p, 4) for p in (0.0, 0.16, 0.17, 0.34, 0.5, 0.9)]
+        [0, 0, 1, 2, 3, 3]
+    """
+    if factor < 1:
+        raise ValueError(f'condense factor must be >= 1, got {factor}')
+    if progress < 0:
+        raise ValueError(f'training progress must be >= 0, got {progress}')
+    if factor == 1:
+        return 0
+    # Small epsilon: progress = iter / max_iters is exact at stage boundaries only up
+    # to float rounding.
+    return min(factor - 1, math.floor(2 * progress * (factor - 1) + 1e-9))
+
+
+def build_act(act_cfg: dict | None) -> nn.Module:
+    """Build an activation from an mmcv config (``None`` gives identity).
+
+    ``dict(type='HSwish')`` resolves to torch's fused ``nn.Hardswish``.
+    """
+    if act_cfg is None:
+        return nn.Identity()
+    return build_activation_layer(dict(act_cfg))
+
+
+class PreActConv(nn.Module):
+    """BN -> activation -> conv (bias-free), the basic unit of dense networks.
+
+    Args:
+        in_channels: Input channels (the BN width).
+        out_channels: Output channels.
+        kernel_size: Conv kernel size.
+        stride: Conv stride.
+        groups: Conv groups.
+        act_cfg: Activation config, e.g. ``dict(type='ReLU')`` or ``dict(type='HSwish')``.
+
+    Example:
+        >>> PreActConv(16, 8, 3, groups=4)(torch.rand(1, 16, 8, 8)).shape
+        torch.Size([1, 8, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
+                 stride: int = 1, groups: int = 1,
+                 act_cfg: dict | None = dict(type='ReLU')) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f'{type(self).__name__}: groups={groups} must divide in_channels='
+                             f'{in_channels} and out_channels={out_channels}')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.act = build_act(act_cfg)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                              padding=kernel_size // 2, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.act(self.norm(x)))
+
+
+class CondensingConv(nn.Module):
+    """Shared machinery of LGC and SFR: mask, stage counters, pruning, conversion.
+
+    Subclasses set :attr:`group_axis` (``'out'`` for LGC, ``'in'`` for SFR) and
+    implement the deploy form. Not meant to be used directly.
+
+    Buffers (part of the state_dict, so resuming continues exactly):
+        ``_mask``: 0/1, the weight's shape. ``_stage``: stages done. ``_count``: number
+        of pruned channels per group (kept for compatibility with released files).
+    """
+
+    group_axis: str = ''
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
+                 groups: int = 1, factor: int = 1,
+                 act_cfg: dict | None = dict(type='ReLU'), deploy: bool = False) -> None:
+        super().__init__()
+        name = type(self).__name__
+        pruned = out_channels if self.group_axis == 'in' else in_channels
+        grouped = in_channels if self.group_axis == 'in' else out_channels
+        for what, value, total in (('groups', groups, grouped), ('factor', factor, pruned)):
+            if value < 1 or total % value:
+                raise ValueError(f'{name}: {what}={value} must be >= 1 and divide '
+                                 f'{total} channels (in={in_channels}, out={out_channels})')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.groups = groups
+        self.factor = factor
+        self.act_cfg = act_cfg
+        self.deploy = deploy
+        if deploy:
+            self._build_deploy()
+        else:
+            self.norm = nn.BatchNorm2d(in_channels)
+            self.act = build_act(act_cfg)
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size,
+                                  padding=kernel_size // 2, bias=False)
+            self.register_buffer('_count', torch.zeros(1))
+            self.register_buffer('_stage', torch.zeros(1))
+            self.register_buffer('_mask', torch.ones_like(self.conv.weight))
+
+    # ----------------------------------------------------------------- train time
+    @property
+    def stage(self) -> int:
+        """Number of condensation stages applied so far."""
+        return int(self._stage.item())
+
+    @property
+    def fully_condensed(self) -> bool:
+        return self.deploy or self.stage >= self.factor - 1
+
+    @property
+    def _slice(self) -> int:
+        """Channels each group prunes per stage."""
+        pruned = self.out_channels if self.group_axis == 'in' else self.in_channels
+        return pruned // self.factor
+
+    def _grouped_view(self, t: torch.Tensor) -> torch.Tensor:
+        """(out, in) -> (grouped axis, pruned axis)."""
+        return t.t() if self.group_axis == 'in' else t
+
+    def live_pattern(self) -> torch.Tensor:
+        """Bool (groups, pruned-axis size): which channels each group still uses."""
+        mask = self._grouped_view(self._mask[:, :, 0, 0])
+        return mask[:self.groups] > 0
+
+    @torch.no_grad()
+    def condense(self, progress: float) -> int:
+        """Prune every stage due at ``progress`` that is not done yet.
+
+        Returns:
+            The number of stages applied by this call.
+        """
+        if self.deploy:
+            return 0
+        target = condensation_stage(progress, self.factor)
+        applied = 0
+        while self.stage < target:
+            self._prune_one_stage()
+            self._stage += 1
+            self._count += self._slice
+            applied += 1
+        return applied
+
+    def _prune_one_stage(self) -> None:
+        importance = (self.conv.weight * self._mask).abs().amax(dim=(2, 3))
+        importance = self._grouped_view(importance)  # (grouped, pruned)
+        live = self.live_pattern()
+        mask2d = self._grouped_view(self._mask[:, :, 0, 0]).clone()
+        for g in range(self.groups):
+            score = importance[g::self.groups].sum(0)
+            score = score.masked_fill(~live[g], float('inf'))
+            order = torch.sort(score, stable=True).indices
+            mask2d[g::self.groups, order[:self._slice]] = 0
+        full = self._grouped_view(mask2d)[:, :, None, None].expand_as(self._mask)
+        self._mask.copy_(full)
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.conv.weight * self._mask
+
+    def kept_channels(self) -> list[torch.Tensor]:
+        """Per group, the ascending indices of the channels it keeps."""
+        return [torch.nonzero(row).flatten() for row in self.live_pattern()]
+
+    def check_condensed(self, name: str = '') -> None:
+        """Raise ``RuntimeError`` unless condensation has finished."""
+        if not self.fully_condensed:
+            raise RuntimeError(
+                f'{type(self).__name__} {name or ""} is at condensation stage {self.stage} '
+                f'of {self.factor - 1}: finish training (progress >= 0.5) before '
+                'converting to the deploy form'.replace('  ', ' '))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        has_mask = prefix + '_mask' in state_dict
+        has_index = prefix + 'index' in state_dict
+        if self.deploy and has_mask or not self.deploy and has_index:
+            given = 'train-time (masked)' if has_mask else 'deploy (converted)'
+            wanted = 'deploy' if self.deploy else 'train-time'
+            raise ValueError(
+                f'{prefix.rstrip(".")}: the checkpoint holds the {given} form but the model '
+                f'is built in its {wanted} form; use the matching config '
+                '(*_deploy_*.py for converted weights) or convert with tools/convert_to_deploy.py')
+        if has_mask and prefix + '_count' in state_dict and prefix + '_stage' in state_dict:
+            stage = int(state_dict[prefix + '_stage'].item())
+            count = int(state_dict[prefix + '_count'].item())
+            if count != stage * self._slice:
+                raise ValueError(
+                    f'{prefix.rstrip(".")}: the checkpoint pruned {count} channels per group in '
+                    f'{stage} stages, which does not fit factor={self.factor} (slices of '
+                    f'{self._slice}); resume with the condense/sparse factor it was trained with')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+
+    # ----------------------------------------------------------------- deploy
+    def _build_deploy(self) -> None:
+        raise NotImplementedError
+
+    def switch_to_deploy(self, name: str = '') -> None:
+        """Convert in place to the exact deploy form (eval-mode equivalent)."""
+        if self.deploy:
+            return
+        self.check_condensed(name)
+        old_norm, old_conv, kept = self.norm, self.conv, self.kept_channels()
+        del self.norm, self.conv, self._mask, self._count, self._stage
+        self.deploy = True
+        self._build_deploy()
+        self._fill_deploy(old_norm, old_conv.weight.detach(), kept)
+        self.train(self.training)  # new submodules start in training mode
+
+    def _fill_deploy(self, norm: nn.BatchNorm2d, weight: torch.Tensor,
+                     kept: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
+                f'groups={self.groups}, factor={self.factor}, deploy={self.deploy}')
+
+
+class LearnedGroupConv(CondensingConv):
+    """Learned group convolution: BN -> act -> 1x1 conv with learned sparse inputs.
+
+    Args:
+        in_channels: Input channels ``i``.
+        out_channels: Output channels (``4k`` in a dense layer).
+        kernel_size: Kernel size (1 in CondenseNets).
+        groups: Filter groups G (output ``o`` is in group ``o % G``).
+        factor: Condense factor C; each group finally keeps ``i / C`` inputs.
+        act_cfg: Activation config.
+        deploy: Build the converted form (index-select, grouped conv, shuffle).
+
+    Example:
+        >>> lgc = LearnedGroupConv(32, 16, groups=4, factor=4).eval()
+        >>> _ = lgc.condense(progress=0.5)  # prune all 3 stages
+        >>> x = torch.rand(1, 32, 5, 5)
+        >>> y = lgc(x)
+        >>> lgc.switch_to_deploy()
+        >>> torch.allclose(lgc(x), y, atol=1e-6)
+        True
+    """
+
+    group_axis = 'out'
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy:
+            x = self.conv(self.act(self.norm(x.index_select(1, self.index))))
+            return channel_shuffle(x, self.groups)
+        x = self.act(self.norm(x))
+        return nn.functional.conv2d(x, self.masked_weight(), None, 1, self.kernel_size // 2)
+
+    @property
+    def selected_channels(self) -> int:
+        return self.groups * self.in_channels // self.factor
+
+    def _build_deploy(self) -> None:
+        n = self.selected_channels
+        self.register_buffer('index', torch.zeros(n, dtype=torch.long))
+        self.norm = nn.BatchNorm2d(n)
+        self.act = build_act(self.act_cfg)
+        self.conv = nn.Conv2d(n, self.out_channels, self.kernel_size,
+                              padding=self.kernel_size // 2, groups=self.groups, bias=False)
+
+    def _fill_deploy(self, norm, weight, kept):
+        g_, d_out = self.groups, self.out_channels // self.groups
+        index = torch.cat(kept)
+        self.index.copy_(index)
+        for name in ('weight', 'bias', 'running_mean', 'running_var'):
+            getattr(self.norm, name).data.copy_(getattr(norm, name).data[index])
+        self.norm.num_batches_tracked.copy_(norm.num_batches_tracked)
+        # New filter g * d_out + k is the original filter g + k * G (restored by the
+        # output shuffle); it sees only its group's kept inputs.
+        rows = [weight[g::g_][:, kept[g]] for g in range(g_)]
+        self.conv.weight.data.copy_(torch.cat(rows).reshape(self.conv.weight.shape))
+        assert rows[0].shape[0] == d_out
+
+
+class SparseFeatureReactivation(CondensingConv):
+    """Sparse feature reactivation: ``old + conv(act(BN(new)))`` with learned sparsity.
+
+    The module takes the new features ``x`` (k channels) and the old features
+    (``out_channels`` of them) and returns the reactivated old features.
+
+    Args:
+        in_channels: Channels of the new features (growth rate k).
+        out_channels: Channels of the old features to reactivate.
+        kernel_size: 1 in CondenseNetV2, 3 in the SFR ShuffleNets.
+        groups: Input groups G (input ``j`` is in group ``j % G``).
+        factor: Sparse factor S; each group finally updates ``out / S`` old channels.
+        act_cfg: Activation config.
+        deploy: Build the converted form (shuffle, grouped conv, ``index_add``).
+
+    Example:
+        >>> sfr = SparseFeatureReactivation(8, 24, groups=4, factor=4).eval()
+        >>> _ = sfr.condense(progress=1.0)
+        >>> new, old = torch.rand(1, 8, 5, 5), torch.rand(1, 24, 5, 5)
+        >>> y = sfr(new, old)
+        >>> sfr.switch_to_deploy()
+        >>> torch.allclose(sfr(new, old), y, atol=1e-6)
+        True
+    """
+
+    group_axis = 'in'
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.deploy:
+            # Start as identity: the reactivation grows from zero (reference init).
+            nn.init.zeros_(self.norm.weight)
+
+    def forward(self, x: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm(x))
+        if self.deploy:
+            # Group g's inputs are channels g, g + G, ...: make them contiguous.
+            x = channel_shuffle(x, self.in_channels // self.groups)
+            return old.index_add(1, self.index, self.conv(x))
+        pad = self.kernel_size // 2
+        return old + nn.functional.conv2d(x, self.masked_weight(), None, 1, pad)
+
+    @property
+    def reactivated_channels(self) -> int:
+        return self.groups * self.out_channels // self.factor
+
+    def _build_deploy(self) -> None:
+        n = self.reactivated_channels
+        self.register_buffer('index', torch.zeros(n, dtype=torch.long))
+        self.norm = nn.BatchNorm2d(self.in_channels)
+        self.act = build_act(self.act_cfg)
+        self.conv = nn.Conv2d(self.in_channels, n, self.kernel_size,
+                              padding=self.kernel_size // 2, groups=self.groups, bias=False)
+
+    def _fill_deploy(self, norm, weight, kept):
+        self.norm.load_state_dict(norm.state_dict())
+        self.index.copy_(torch.cat(kept))
+        # Output g * (out / S) + q is old channel kept[g][q], fed by group g's inputs.
+        rows = [weight[kept[g]][:, g::self.groups] for g in range(self.groups)]
+        self.conv.weight.data.copy_(torch.cat(rows))
+
+
+def condensing_layers(model: nn.Module) -> list[tuple[str, CondensingConv]]:
+    """All LGC/SFR layers of ``model`` with their qualified names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, CondensingConv)]
+
+
+def condense_model(model: nn.Module, progress: float) -> int:
+    """Advance every LGC/SFR layer of ``model`` to the stage due at ``progress``.
+
+    Returns:
+        The number of (layer, stage) prunings applied.
+    """
+    return sum(m.condense(progress) for _, m in condensing_layers(model))
+
+
+def convert_to_deploy(model: nn.Module) -> nn.Module:
+    """Convert every LGC/SFR layer of ``model`` in place to its deploy form.
+
+    Checks every layer first, so an unfinished model is left untouched.
+
+    Raises:
+        RuntimeError: naming the first layer whose condensation is unfinished.
+    """
+    layers = condensing_layers(model)
+    for name, layer in layers:
+        layer.check_condensed(name)
+    for name, layer in layers:
+        layer.switch_to_deploy(name)
+    for module in model.modules():
+        if hasattr(module, 'deploy') and not isinstance(module, CondensingConv):
+            module.deploy = True
+    return model

@@ -1,0 +1,61 @@
+"""Squeeze-and-excitation, in the forms CondenseNetV2 and ShuffleNetV2+ use."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel attention ``x * gate(W2 act(W1 pool(x))))``.
+
+    One implementation serves every SE of the package: CondenseNetV2's (Linear
+    layers without bias, ReLU, sigmoid; reduction 1 inside dense layers and 16 in the
+    classifier tail) and ShuffleNetV2+'s (1x1 convs, BatchNorm after the squeeze,
+    hard-sigmoid). The excitation weights are stored as ``fc.0`` / ``fc.2`` (Linear
+    layers, CondenseNetV2) or ``fc.0`` / ``fc.1`` (norm) / ``fc.3`` (1x1 convs).
+
+    Args:
+        channels: Input and output channels.
+        reduction: Squeeze ratio; the hidden width is ``channels // reduction``.
+        gate: ``'sigmoid'`` or ``'hsigmoid'`` (``relu6(x + 3) / 6``).
+        with_norm: Put a BatchNorm after the squeeze (ShuffleNetV2+) and use 1x1 convs.
+        bias: Whether the squeeze/excite layers have biases.
+
+    Example:
+        >>> se = SqueezeExcitation(32, reduction=16)
+        >>> se(torch.rand(2, 32, 7, 7)).shape
+        torch.Size([2, 32, 7, 7])
+        >>> se(torch.rand(2, 32)).shape  # a pooled vector
+        torch.Size([2, 32])
+    """
+
+    GATES = ('sigmoid', 'hsigmoid')
+
+    def __init__(self, channels: int, reduction: int = 16, gate: str = 'sigmoid',
+                 with_norm: bool = False, bias: bool = False) -> None:
+        super().__init__()
+        if gate not in self.GATES:
+            raise ValueError(f'SqueezeExcitation: gate={gate!r}; choose one of {self.GATES}')
+        if channels % reduction:
+            raise ValueError(
+                f'SqueezeExcitation: reduction {reduction} does not divide {channels} channels')
+        hidden = channels // reduction
+        self.with_norm = with_norm
+        if with_norm:
+            self.fc = nn.Sequential(
+                nn.Conv2d(channels, hidden, 1, bias=bias), nn.BatchNorm2d(hidden),
+                nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1, bias=bias))
+        else:
+            self.fc = nn.Sequential(
+                nn.Linear(channels, hidden, bias=bias), nn.ReLU(inplace=True),
+                nn.Linear(hidden, channels, bias=bias))
+        self.gate = nn.Sigmoid() if gate == 'sigmoid' else nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x if x.dim() == 2 else x.mean((2, 3))
+        if self.with_norm:
+            scale = self.fc(pooled[:, :, None, None])
+        else:
+            scale = self.fc(pooled)
+        scale = self.gate(scale).reshape(*scale.shape[:2], *([1] * (x.dim() - 2)))
+        return x * scale
