@@ -1,3 +1,10 @@
 from .condensenet import CondenseNet, CondenseNetV2
+from .shufflenetv2 import (ShuffleNetV2, ShuffleNetV2Plus, convert_official_shufflenetv2,
+                           convert_official_shufflenetv2plus,
+                           convert_torchvision_shufflenetv2)
 
-__all__ = ['CondenseNet', 'CondenseNetV2']
+__all__ = [
+    'CondenseNet', 'CondenseNetV2', 'ShuffleNetV2', 'ShuffleNetV2Plus',
+    'convert_official_shufflenetv2', 'convert_official_shufflenetv2plus',
+    'convert_torchvision_shufflenetv2'
+]

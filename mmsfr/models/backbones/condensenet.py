@@ -403,6 +403,9 @@ def convert_official_condensenet(state_dict: dict[str, torch.Tensor],
     """
     out: dict[str, torch.Tensor] = {}
     unknown = []
+    # CondenseNetV2 has an SE + hidden fc before its classifier; v1 a single Linear.
+    v1_classifier = not any(k.endswith(('se_last.fc.0.weight', 'fc.weight'))
+                            and 'denseblock' not in k for k in state_dict)
     for key, value in state_dict.items():
         key = key[len('module.'):] if key.startswith('module.') else key
         m = _OFFICIAL_LAYER.match(key)
@@ -421,6 +424,10 @@ def convert_official_condensenet(state_dict: dict[str, torch.Tensor],
             out[f'backbone.norms.{num_blocks - 1}.' + key.split('.', 2)[2]] = value
         elif key.startswith('features.se_last.'):
             out['head.se.' + key.split('.', 2)[2]] = value
+        elif v1_classifier and key.startswith('classifier.'):
+            # v1: train-time Linear ``classifier.*`` or condensed ``classifier.{index,linear.*}``
+            rest = key.split('.', 1)[1]
+            out['head.fc.' + (rest if rest.startswith(('index', 'linear.')) else 'linear.' + rest)] = value
         elif key.split('.')[0] in ('fc', 'classifier'):
             out['head.' + key] = value
         else:

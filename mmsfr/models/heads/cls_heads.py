@@ -6,7 +6,7 @@ from mmengine.registry import MODELS
 from mmpretrain.models.heads import ClsHead
 from torch import nn
 
-from ..layers import SqueezeExcitation
+from ..layers import CondensingLinear, SqueezeExcitation
 
 
 @MODELS.register_module()
@@ -47,3 +47,37 @@ class CondenseNetV2ClsHead(ClsHead):
 
     def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return self.classifier(self.pre_logits(feats))
+
+
+@MODELS.register_module()
+class CondenseNetClsHead(ClsHead):
+    """CondenseNet's classifier: one Linear whose deploy form keeps its strongest inputs.
+
+    The reference CondenseNet condenses the classifier on conversion to the
+    ``keep_ratio`` fraction of input features with the largest L1 weight norm
+    (:class:`~mmsfr.models.layers.CondensingLinear`).
+
+    Args:
+        num_classes: Number of classes.
+        in_channels: Channels of the pooled features.
+        keep_ratio: Fraction of inputs the deploy form keeps (1.0 = no condensing).
+        deploy: Build the deploy form (``fc.index`` + smaller ``fc.linear``).
+        **kwargs: Passed to mmpretrain's ``ClsHead``.
+
+    Example:
+        >>> head = CondenseNetClsHead(num_classes=10, in_channels=64)
+        >>> head((torch.rand(2, 64),)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, keep_ratio: float = 0.5,
+                 deploy: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if num_classes <= 0:
+            raise ValueError(f'num_classes={num_classes} must be positive')
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.fc = CondensingLinear(in_channels, num_classes, keep_ratio, deploy=deploy)
+
+    def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.fc(feats[-1])

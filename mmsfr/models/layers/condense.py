@@ -383,6 +383,61 @@ class SparseFeatureReactivation(CondensingConv):
         self.conv.weight.data.copy_(torch.cat(rows))
 
 
+class CondensingLinear(nn.Module):
+    """Linear layer whose deploy form reads only its strongest inputs (CondenseNet v1).
+
+    On conversion the ``keep_ratio`` fraction of input features with the largest L1
+    norm (summed over outputs) is kept: deploy = ``index_select`` -> smaller Linear.
+    This changes the output (it is a pruning, as in the reference CondenseNet), unlike
+    the LGC/SFR conversions, which are exact.
+
+    Args:
+        in_features: Input features.
+        out_features: Output features.
+        keep_ratio: Fraction of inputs kept by the deploy form.
+        deploy: Build the deploy form.
+
+    Example:
+        >>> fc = CondensingLinear(8, 3, keep_ratio=0.5)
+        >>> fc.switch_to_deploy()
+        >>> fc.linear.weight.shape, fc.index.shape
+        (torch.Size([3, 4]), torch.Size([4]))
+    """
+
+    def __init__(self, in_features: int, out_features: int, keep_ratio: float = 0.5,
+                 deploy: bool = False) -> None:
+        super().__init__()
+        if not 0 < keep_ratio <= 1:
+            raise ValueError(f'CondensingLinear: keep_ratio={keep_ratio} must be in (0, 1]')
+        self.in_features = in_features
+        self.out_features = out_features
+        self.keep_ratio = keep_ratio
+        self.deploy = deploy
+        kept = int(in_features * keep_ratio) if deploy else in_features
+        self.linear = nn.Linear(kept, out_features)
+        if deploy:
+            self.register_buffer('index', torch.zeros(kept, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy:
+            x = x.index_select(1, self.index)
+        return self.linear(x)
+
+    @torch.no_grad()
+    def switch_to_deploy(self, name: str = '') -> None:
+        if self.deploy:
+            return
+        kept = int(self.in_features * self.keep_ratio)
+        order = self.linear.weight.abs().sum(0).sort(stable=True).indices
+        index = order[self.in_features - kept:]
+        old = self.linear
+        self.linear = nn.Linear(kept, self.out_features)
+        self.linear.weight.copy_(old.weight[:, index])
+        self.linear.bias.copy_(old.bias)
+        self.register_buffer('index', index.clone())
+        self.deploy = True
+
+
 def condensing_layers(model: nn.Module) -> list[tuple[str, CondensingConv]]:
     """All LGC/SFR layers of ``model`` with their qualified names."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, CondensingConv)]
@@ -410,7 +465,9 @@ def convert_to_deploy(model: nn.Module) -> nn.Module:
         layer.check_condensed(name)
     for name, layer in layers:
         layer.switch_to_deploy(name)
-    for module in model.modules():
-        if hasattr(module, 'deploy') and not isinstance(module, CondensingConv):
+    for name, module in model.named_modules():
+        if isinstance(module, CondensingLinear):
+            module.switch_to_deploy(name)
+        elif hasattr(module, 'deploy') and not isinstance(module, CondensingConv):
             module.deploy = True
     return model

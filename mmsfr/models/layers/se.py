@@ -16,7 +16,7 @@ class SqueezeExcitation(nn.Module):
 
     Args:
         channels: Input and output channels.
-        reduction: Squeeze ratio; the hidden width is ``channels // reduction``.
+        reduction: Squeeze ratio; the hidden width is ``channels // reduction`` (floored).
         gate: ``'sigmoid'`` or ``'hsigmoid'`` (``relu6(x + 3) / 6``).
         with_norm: Put a BatchNorm after the squeeze (ShuffleNetV2+) and use 1x1 convs.
         bias: Whether the squeeze/excite layers have biases.
@@ -36,10 +36,11 @@ class SqueezeExcitation(nn.Module):
         super().__init__()
         if gate not in self.GATES:
             raise ValueError(f'SqueezeExcitation: gate={gate!r}; choose one of {self.GATES}')
-        if channels % reduction:
+        hidden = channels // reduction  # floor, as the reference (1176 // 16 = 73)
+        if hidden < 1:
             raise ValueError(
-                f'SqueezeExcitation: reduction {reduction} does not divide {channels} channels')
-        hidden = channels // reduction
+                f'SqueezeExcitation: reduction {reduction} leaves no hidden unit for '
+                f'{channels} channels')
         self.with_norm = with_norm
         if with_norm:
             self.fc = nn.Sequential(

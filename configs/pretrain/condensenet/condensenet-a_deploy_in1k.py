@@ -1,0 +1,7 @@
+# condensenet a, deploy (condensed) form: evaluate converted weights, e.g.
+#   python tools/test.py configs/pretrain/condensenet/condensenet-a_deploy_in1k.py \
+#       checkpoints/condensenet_a_deploy_in1k.pth
+_base_ = ['./condensenet-a_8xb128_in1k.py']
+
+model = dict(backbone=dict(deploy=True), head=dict(deploy=True))
+custom_hooks = []

@@ -1,0 +1,138 @@
+"""LGC / SFR layers: schedule, pruning criteria, exact deploy conversion."""
+import pytest
+import torch
+from torch import nn
+
+from mmsfr.models.layers import (LearnedGroupConv, SparseFeatureReactivation,
+                                 condensation_stage, convert_to_deploy)
+
+
+def _randomise_bn(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
+            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+
+
+def test_schedule_stages():
+    assert [condensation_stage(p, 8) for p in (0, 0.07, 0.0715, 0.25, 0.49, 0.5, 1.0)] == \
+        [0, 0, 1, 3, 6, 7, 7]
+    assert condensation_stage(0.3, 1) == 0
+    with pytest.raises(ValueError, match='factor'):
+        condensation_stage(0.1, 0)
+
+
+@pytest.mark.parametrize('cls,args', [(LearnedGroupConv, (32, 16)),
+                                      (SparseFeatureReactivation, (8, 32))])
+def test_skipped_stages_are_all_pruned(cls, args):
+    torch.manual_seed(0)
+    stepwise = cls(*args, groups=4, factor=4)
+    jump = cls(*args, groups=4, factor=4)
+    jump.load_state_dict(stepwise.state_dict())
+    for p in (0.17, 0.34, 0.5):  # stage by stage
+        assert stepwise.condense(p) == 1
+    assert jump.condense(0.9) == 3  # all three at once
+    assert torch.equal(stepwise._mask, jump._mask)
+    assert jump.stage == 3 and jump.fully_condensed
+    assert jump.condense(1.0) == 0  # nothing left to do
+
+
+def test_lgc_keeps_strongest_inputs_per_group():
+    lgc = LearnedGroupConv(8, 4, groups=2, factor=2)
+    w = torch.full((4, 8, 1, 1), 0.01)
+    w[0::2, :4] = 1.0  # group 0 (filters 0, 2) relies on inputs 0-3
+    w[1::2, 4:] = 1.0  # group 1 (filters 1, 3) on inputs 4-7
+    lgc.conv.weight.data.copy_(w)
+    lgc.condense(0.5)
+    mask = lgc._mask[:, :, 0, 0]
+    assert mask[0::2].eq(torch.tensor([1, 1, 1, 1, 0, 0, 0, 0.])).all()
+    assert mask[1::2].eq(torch.tensor([0, 0, 0, 0, 1, 1, 1, 1.])).all()
+
+
+def test_sfr_keeps_strongest_outputs_per_group_max_over_kernel():
+    sfr = SparseFeatureReactivation(4, 6, kernel_size=3, groups=2, factor=3)
+    w = torch.full((6, 4, 3, 3), 0.01)
+    w[5, 0::2, 1, 1] = 2.0  # group 0 (inputs 0, 2) reactivates channels 5 and 1
+    w[1, 0::2, 0, 0] = 1.0  # a single strong tap counts (max over the kernel)
+    w[3, 1::2] = 0.5  # group 1 (inputs 1, 3): channels 3 and 0
+    w[0, 1::2, 2, 2] = 0.9
+    sfr.conv.weight.data.copy_(w)
+    sfr.condense(0.5)
+    kept = sfr.kept_channels()
+    assert kept[0].tolist() == [1, 5] and kept[1].tolist() == [0, 3]
+    density = sfr._mask[:, :, 0, 0].mean().item()
+    assert density == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize('kernel_size', [1, 3])
+@pytest.mark.parametrize('groups,factor', [(4, 4), (2, 4), (4, 2)])
+def test_deploy_conversion_is_exact(kernel_size, groups, factor):
+    torch.manual_seed(1)
+    lgc = LearnedGroupConv(16, 8, kernel_size=1, groups=groups, factor=factor,
+                           act_cfg=dict(type='HSwish'))
+    sfr = SparseFeatureReactivation(8, 16, kernel_size=kernel_size, groups=groups,
+                                    factor=factor)
+    model = nn.ModuleDict(dict(lgc=lgc, sfr=sfr))
+    _randomise_bn(model)
+    for layer in (lgc, sfr):
+        layer.conv.weight.data.normal_()
+        layer.condense(0.5)
+    model.eval()
+    x, old = torch.randn(2, 16, 9, 7), torch.randn(2, 16, 9, 7)
+    with torch.no_grad():
+        before = sfr(lgc(x), old)
+        convert_to_deploy(model)
+        after = sfr(lgc(x), old)
+    assert lgc.deploy and sfr.deploy and not hasattr(sfr, '_mask')
+    assert sfr.index.dtype == torch.long and sfr.index.numel() == groups * 16 // factor
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def test_unfinished_condensation_is_refused_and_model_untouched():
+    model = nn.Sequential(LearnedGroupConv(8, 8, groups=4, factor=4),
+                          LearnedGroupConv(8, 8, groups=4, factor=4))
+    model[0].condense(0.5)
+    model[1].condense(0.2)
+    with pytest.raises(RuntimeError, match=r'LearnedGroupConv 1 is at condensation stage 1 of 3'):
+        convert_to_deploy(model)
+    assert not model[0].deploy and hasattr(model[0], '_mask')
+
+
+def test_state_dict_holds_masks_and_counters():
+    a = SparseFeatureReactivation(8, 16, groups=4, factor=4)
+    a.condense(0.2)
+    sd = a.state_dict()
+    assert {'_mask', '_stage', '_count'} <= set(sd)
+    b = SparseFeatureReactivation(8, 16, groups=4, factor=4)
+    b.load_state_dict(sd)
+    assert b.stage == 1 and torch.equal(b._mask, a._mask)
+    b.condense(0.5), a.condense(0.5)
+    assert torch.equal(b._mask, a._mask)
+
+
+def test_form_and_factor_mismatch_on_load():
+    train = LearnedGroupConv(8, 8, groups=4, factor=4)
+    train.condense(0.5)
+    deploy = LearnedGroupConv(8, 8, groups=4, factor=4, deploy=True)
+    with pytest.raises(ValueError, match='train-time .masked. form but the model is built in its deploy'):
+        deploy.load_state_dict(train.state_dict())
+    converted = LearnedGroupConv(8, 8, groups=4, factor=4)
+    converted.condense(0.5)
+    converted.switch_to_deploy()
+    with pytest.raises(ValueError, match='deploy .converted. form'):
+        LearnedGroupConv(8, 8, groups=4, factor=4).load_state_dict(converted.state_dict())
+    other = LearnedGroupConv(8, 8, groups=4, factor=2)
+    with pytest.raises(ValueError, match='does not fit factor=2'):
+        other.load_state_dict(train.state_dict())
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(in_channels=8, out_channels=10, groups=4, factor=2), 'groups=4 must be'),
+    (dict(in_channels=8, out_channels=8, groups=4, factor=3), 'factor=3 must be'),
+])
+def test_bad_group_or_factor(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LearnedGroupConv(**kwargs)

@@ -1,0 +1,172 @@
+"""Count the complexity of the model a config builds, in both FLOPs conventions.
+
+Prints a table with
+
+* conv + linear multiply-adds (megvii's / mmengine's core convention, BN not counted);
+* the CondenseNet papers' FLOPs (multiply-adds + activation and pooling element ops);
+* parameters, with and without BatchNorm;
+* mmengine's own count (``get_model_complexity_info``; it adds BatchNorm).
+
+Train-time (masked) LGC/SFR layers are counted as their deploy form (see
+:mod:`mmsfr.analysis.complexity`). Classifiers are run on one ``1x3xHxW`` input;
+detectors (mmdet configs) are run whole, in ``mode='tensor'``, on a dummy image padded
+to the data preprocessor's ``pad_size_divisor``: no dataset is needed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+from typing import Any, Callable
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
+from torch import nn
+
+EPILOG = """examples:
+  python tools/analysis_tools/get_flops.py configs/condensenetv2/my_cls_config.py
+  python tools/analysis_tools/get_flops.py my_det_config.py --shape 800 1333
+  python tools/analysis_tools/get_flops.py my_cls_config.py --shape 256 \\
+      --cfg-options model.backbone.arch=b --no-mmengine
+
+The two conventions: 'conv+linear MACs' counts only convolution and matrix-product
+multiply-adds; 'paper FLOPs' (the CondenseNet papers' measure_model) adds one op per
+ReLU/ReLU6/hard-swish output element, two per sigmoid element and the average-pooling
+kernel ops. Counts are for one image (batch 1).
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description='Count multiply-adds, the CondenseNet papers\' FLOPs and params '
+        'of the model a config builds (classifiers and mmdet detectors).',
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config file (mmpretrain or mmdet style)')
+    parser.add_argument('--shape', type=int, nargs='+', default=[224],
+                        help='input size: one value H (square) or two values H W '
+                        '(default: 224; detectors typically 800 1333)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. model.backbone.arch=b')
+    parser.add_argument('--as-is', action='store_true',
+                        help='count train-time LGC/SFR layers as they run (dense masked '
+                        '1x1 convs) instead of in their deploy form')
+    parser.add_argument('--no-mmengine', action='store_true',
+                        help="skip mmengine's get_model_complexity_info count (jit trace)")
+    args = parser.parse_args(argv)
+    if len(args.shape) not in (1, 2):
+        parser.error(f'--shape takes 1 or 2 values, got {args.shape}')
+    return args
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """Build ``cfg.model`` with the registry of the config's ``default_scope``."""
+    import mmsfr  # noqa: F401  (registers mmsfr models)
+
+    scope = cfg.get('default_scope', 'mmpretrain')
+    init_default_scope(scope)
+    models = importlib.import_module(f'{scope}.registry').MODELS
+    return models.build(cfg.model)
+
+
+def _is_detector(model: nn.Module) -> bool:
+    try:
+        from mmdet.models.detectors import BaseDetector
+    except ImportError:  # pragma: no cover - mmdet is a dependency of mmsfr
+        return False
+    return isinstance(model, BaseDetector)
+
+
+def make_forward(model: nn.Module, cfg: Config,
+                 hw: tuple[int, int]) -> tuple[tuple[int, int], Callable[[nn.Module,
+                                                                              torch.Tensor], Any]]:
+    """Return the (padded) input size and a ``forward(model, inputs)`` for the model.
+
+    Detectors get dummy ``DetDataSample`` metainfo and are run with
+    ``mode='tensor'`` (whole detector, no post-processing of the final outputs);
+    other models are called as ``model(inputs)``.
+    """
+    if not _is_detector(model):
+        return hw, lambda m, x: m(x)
+    from mmdet.structures import DetDataSample
+
+    divisor = 1
+    preprocessor = cfg.model.get('data_preprocessor') or {}
+    divisor = int(preprocessor.get('pad_size_divisor', 1) or 1)
+    padded = tuple(int(math.ceil(s / divisor) * divisor) for s in hw)
+    sample = DetDataSample(metainfo=dict(
+        img_shape=hw, ori_shape=hw, pad_shape=padded, batch_input_shape=padded,
+        scale_factor=(1.0, 1.0)))
+
+    def forward(m: nn.Module, x: torch.Tensor) -> Any:
+        return m(x, [sample] * x.shape[0], mode='tensor')
+
+    return padded, forward
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    from mmsfr.analysis import format_count
+    return 'n/a' if value is None else format_count(value, unit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tool; returns the exit code."""
+    args = parse_args(argv)
+    from mmsfr.analysis import count_complexity, count_mmengine
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    hw = (args.shape[0], args.shape[0]) if len(args.shape) == 1 else tuple(args.shape)
+    model = build_model(cfg)
+    model.eval()
+    hw, forward = make_forward(model, cfg, hw)
+    shape = (3, *hw)
+    as_deploy = not args.as_is
+
+    counts = count_complexity(model, shape, forward=forward, as_deploy=as_deploy)
+    mme: dict[str, int] | None = None
+    mme_error = ''
+    if not args.no_mmengine:
+        try:
+            mme = count_mmengine(model, shape, forward=forward, as_deploy=as_deploy)
+        except Exception as exc:  # tracing may fail on exotic models; report, go on
+            mme_error = f'{type(exc).__name__}: {exc}'.splitlines()[0][:120]
+
+    unit = 'G' if counts['paper_flops'] >= 1e9 else 'M'
+    rows = [
+        ('conv+linear MACs', _fmt(counts['conv_linear_macs'], unit)),
+        ('paper FLOPs (+act/pool ops)', _fmt(counts['paper_flops'], unit)),
+        ('  of which activation ops', _fmt(counts['act_ops'], unit)),
+        ('  of which pooling ops', _fmt(counts['pool_ops'], unit)),
+        ('params', _fmt(counts['params'], 'M')),
+        ('params without BN', _fmt(counts['params_no_bn'], 'M')),
+    ]
+    if mme is not None:
+        rows += [
+            ('mmengine FLOPs (with BN)', _fmt(mme['flops'], unit)),
+            ('mmengine FLOPs without BN', _fmt(mme['flops_no_bn'], unit)),
+            ('mmengine params', _fmt(mme['params'], 'M')),
+        ]
+    elif args.no_mmengine:
+        rows.append(('mmengine FLOPs', 'skipped'))
+    else:
+        rows.append(('mmengine FLOPs', f'failed ({mme_error})'))
+
+    form = 'as built' if args.as_is else 'deploy form'
+    print(f'model: {type(model).__name__} ({form}), input 1x{shape[0]}x{hw[0]}x{hw[1]}')
+    width = max(len(r[0]) for r in rows)
+    line = '-' * (width + 16)
+    print(line)
+    print(f'{"metric":<{width}}  {"value":>12}')
+    print(line)
+    for name, value in rows:
+        print(f'{name:<{width}}  {value:>12}')
+    print(line)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
