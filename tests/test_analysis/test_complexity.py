@@ -127,7 +127,6 @@ def test_condensenet_with_condensing_head(arch: str) -> None:
     macs, flops, (params, fc_form) = V1_EXPECTED[arch]
     cfg = v1_classifier_cfg(arch)
     cfg['head'] = dict(cfg['head'], type='CondenseNetClsHead')  # train-time classifier
-    cfg['backbone']['deploy'] = False
     counts = count_complexity(build(cfg), (3, 224, 224))  # counted as the deploy form
     assert rel(counts['conv_linear_macs'], macs) < 0.01, counts
     assert rel(counts['paper_flops'], flops) < 0.03, counts
@@ -178,7 +177,8 @@ def test_train_time_model_counted_as_deploy_form() -> None:
 
 
 def test_condensed_model_converts_exactly() -> None:
-    model = CondenseNet(arch='a', out_indices=(4, ))
+    arch = dict(depths=(2, 3), growths=(8, 16), groups=4, condense_factor=4)
+    model = CondenseNet(arch=arch, out_indices=(1, ))
     condense_model(model, 1.0)
     reference = copy.deepcopy(model)
     counts = count_complexity(model, (3, 64, 64))

@@ -1,6 +1,7 @@
 """Tests of the ShuffleNetV2 / ShuffleNetV2+ backbones, heads and converters."""
 from __future__ import annotations
 
+import functools
 import io
 import lzma
 import os
@@ -27,8 +28,9 @@ PAPER = {
 
 
 # ---------------------------------------------------------------------------- helpers
+@functools.lru_cache(maxsize=None)
 def load_fixture(name: str):
-    """Load an xz-compressed parity fixture, or skip when the fixtures are absent."""
+    """Load an xz-compressed parity fixture (cached, read-only), or skip if absent."""
     root = Path(os.environ.get('MMSFR_FIXTURES', REPO.parent / 'shared' / 'fixtures'))
     path = root / name
     if not path.exists():

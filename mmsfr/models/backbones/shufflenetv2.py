@@ -167,13 +167,13 @@ class ShuffleNetV2(BaseModule):
 
     Output levels (``out_indices`` picks among them):
 
-    ====== ============================ ====== ==============================
-    index  module                       stride channels (1.0x)
-    ====== ============================ ====== ==============================
-    0      stem (conv 3x3 s2 + maxpool) 4      24
-    1-3    stages of 4 / 8 / 4 units    8-32   116 / 232 / 464
-    4      ``conv_last`` (1x1 + BN+ReLU) 32    1024 (2048 for 2.0x)
-    ====== ============================ ====== ==============================
+    =====  ==================================  ======  ========================
+    index  module                              stride  channels (1.0x)
+    =====  ==================================  ======  ========================
+    0      stem (conv 3x3 s2 + BN+ReLU, pool)  4       24
+    1-3    stages of 4 / 8 / 4 units           8-32    116 / 232 / 464
+    4      ``conv_last`` (1x1 + BN + ReLU)     32      1024 (2048 for 2.0x)
+    =====  ==================================  ======  ========================
 
     ``conv_last`` is the pretrained end of the classifier; it is built only when index
     4 is requested, so detectors that stop at the stages carry no unused parameters.
@@ -245,7 +245,7 @@ class ShuffleNetV2(BaseModule):
         cls_name = type(self).__name__
         if widen_factor is not None:
             by_width = self._arch_from_widen_factor(widen_factor)
-            if arch is not None and arch != by_width:
+            if arch is not None and (not isinstance(arch, str) or arch.lower() != by_width):
                 raise ValueError(f'{cls_name}: arch={arch!r} contradicts widen_factor='
                                  f'{widen_factor}; give only one of them')
             arch = by_width
@@ -436,8 +436,10 @@ class ShuffleNetV2(BaseModule):
         return tuple(levels[i] for i in self.out_indices)
 
     # ------------------------------------------------------------------ checkpoints
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
-                              missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict,
+                              strict: bool, missing_keys: list[str],
+                              unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        """Refuse, naming both, weights of another width or (when visible) layout."""
         found = self._widths_in_state_dict(state_dict, prefix)
         if found is not None:
             in_widths = (self.arch['stem_channels'], ) + found[0][:-1]
@@ -497,12 +499,12 @@ class ShuffleNetV2Plus(ShuffleNetV2):
     4/4/8/4 units (ReLU in stage 1, hard-swish after, SE in stages 3-4), unit types
     from ``unit_choices``. Output levels:
 
-    ====== =========================== ====== ==========================
-    index  module                      stride channels (small)
-    ====== =========================== ====== ==========================
-    0-3    stages                      4-32   36 / 104 / 208 / 416
-    4      ``conv_last`` (1x1 + BN+HS) 32     1280
-    ====== =========================== ====== ==========================
+    =====  ==================================  ======  ========================
+    index  module                              stride  channels (small)
+    =====  ==================================  ======  ========================
+    0-3    stages of 4 / 4 / 8 / 4 units       4-32    36 / 104 / 208 / 416
+    4      ``conv_last`` (1x1 + BN + HS)       32      1280
+    =====  ==================================  ======  ========================
 
     ``conv_last`` is built only when index 4 is requested (classification:
     ``out_indices=(4,)`` + ``GlobalAveragePooling`` +
@@ -592,11 +594,11 @@ def _describe_source(sd: dict[str, torch.Tensor]) -> str:
 
 def _match_arch(model_cls: type, width: int, arch: str | None, what: str) -> str:
     """Find the arch whose last stage is ``width`` wide; check it against ``arch``."""
-    names = [n for n, s in model_cls.arch_settings.items() if s['stage_channels'][-1] == width]
+    known = {n: s['stage_channels'][-1] for n, s in model_cls.arch_settings.items()}
+    names = [n for n, w in known.items() if w == width]
     if not names:
         raise ValueError(f'{what}: last stage width {width} matches no {model_cls.__name__} '
-                         f'arch; known last-stage widths are '
-                         f'{ {n: s["stage_channels"][-1] for n, s in model_cls.arch_settings.items()} }')
+                         f'arch; known last-stage widths are {known}')
     found = names[0]
     if arch is not None:
         wanted = model_cls.resolve_arch(arch)[0]

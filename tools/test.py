@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint: COCO bbox mAP for detectors, top-1/top-5 for classifiers.
+
+Examples:
+    python tools/test.py configs/retinanet_condensenetv2_c.py work_dirs/x/epoch_12.pth
+    python tools/test.py configs/pretrain/condensenetv2/condensenetv2-c_deploy_in1k.py \\
+        checkpoints/condensenetv2_c_deploy_in1k.pth --out results.pkl
+    bash tools/dist_test.sh configs/retinanet_condensenetv2_c.py epoch_12.pth 8
+
+Same arguments as mmdet 3.x's tools/test.py.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmsfr  # noqa: F401
+from mmsfr.utils.config_check import check_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save evaluation results')
+    parser.add_argument('--out', help='dump predictions to this pickle file')
+    parser.add_argument('--show-dir', help='save images with drawn predictions here '
+                        '(relative to the run\'s timestamp dir, detectors only)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not osp.exists(args.checkpoint):
+        print(f'error: checkpoint {args.checkpoint} does not exist', file=sys.stderr)
+        return 1
+    cfg.load_from = args.checkpoint
+    # Evaluating a trained checkpoint: the backbone's pretrained init is not needed.
+    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
+        cfg.model.backbone.init_cfg = None
+    is_det = cfg.get('default_scope') == 'mmdet'
+    if args.show_dir:
+        if not is_det:
+            print('error: --show-dir is supported for detectors only', file=sys.stderr)
+            return 1
+        cfg.default_hooks.visualization.draw = True
+        cfg.default_hooks.visualization.test_out_dir = args.show_dir
+    try:
+        check_config(cfg, args.config, training=False)
+    except (FileNotFoundError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out:
+        if is_det:
+            from mmdet.evaluation import DumpDetResults as Dump
+        else:
+            from mmengine.evaluator import DumpResults as Dump
+        runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
+    runner.test()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
