@@ -26,10 +26,11 @@ from mmengine.registry import init_default_scope
 from torch import nn
 
 EPILOG = """examples:
-  python tools/analysis_tools/get_flops.py configs/condensenetv2/my_cls_config.py
-  python tools/analysis_tools/get_flops.py my_det_config.py --shape 800 1333
-  python tools/analysis_tools/get_flops.py my_cls_config.py --shape 256 \\
-      --cfg-options model.backbone.arch=b --no-mmengine
+  python tools/analysis_tools/get_flops.py \\
+      configs/pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py
+  python tools/analysis_tools/get_flops.py my_detector_config.py --shape 800 1333
+  python tools/analysis_tools/get_flops.py \\
+      configs/pretrain/condensenet/condensenet-c_8xb128_in1k.py --shape 256 --no-mmengine
 
 The two conventions: 'conv+linear MACs' counts only convolution and matrix-product
 multiply-adds; 'paper FLOPs' (the CondenseNet papers' measure_model) adds one op per
@@ -79,9 +80,11 @@ def _is_detector(model: nn.Module) -> bool:
     return isinstance(model, BaseDetector)
 
 
+Forward = Callable[[nn.Module, torch.Tensor], Any]
+
+
 def make_forward(model: nn.Module, cfg: Config,
-                 hw: tuple[int, int]) -> tuple[tuple[int, int], Callable[[nn.Module,
-                                                                              torch.Tensor], Any]]:
+                 hw: tuple[int, int]) -> tuple[tuple[int, int], Forward]:
     """Return the (padded) input size and a ``forward(model, inputs)`` for the model.
 
     Detectors get dummy ``DetDataSample`` metainfo and are run with
@@ -92,7 +95,6 @@ def make_forward(model: nn.Module, cfg: Config,
         return hw, lambda m, x: m(x)
     from mmdet.structures import DetDataSample
 
-    divisor = 1
     preprocessor = cfg.model.get('data_preprocessor') or {}
     divisor = int(preprocessor.get('pad_size_divisor', 1) or 1)
     padded = tuple(int(math.ceil(s / divisor) * divisor) for s in hw)

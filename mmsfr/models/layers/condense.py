@@ -301,7 +301,9 @@ class LearnedGroupConv(CondensingConv):
 
     def _build_deploy(self) -> None:
         n = self.selected_channels
-        self.register_buffer('index', torch.zeros(n, dtype=torch.long))
+        # Until weights are loaded: group g reads a contiguous block of inputs (a plain
+        # group conv when G == C), so a deploy model built from scratch is usable.
+        self.register_buffer('index', torch.arange(n) % self.in_channels)
         self.norm = nn.BatchNorm2d(n)
         self.act = build_act(self.act_cfg)
         self.conv = nn.Conv2d(n, self.out_channels, self.kernel_size,
@@ -369,7 +371,8 @@ class SparseFeatureReactivation(CondensingConv):
 
     def _build_deploy(self) -> None:
         n = self.reactivated_channels
-        self.register_buffer('index', torch.zeros(n, dtype=torch.long))
+        # Until weights are loaded: group g updates a contiguous block of old channels.
+        self.register_buffer('index', torch.arange(n) % self.out_channels)
         self.norm = nn.BatchNorm2d(self.in_channels)
         self.act = build_act(self.act_cfg)
         self.conv = nn.Conv2d(self.in_channels, n, self.kernel_size,
