@@ -5,12 +5,16 @@ import argparse
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from mmsfr.models.backbones.condensenet import convert_official_condensenet
+from mmsfr.models.backbones.shufflenetv2 import (convert_official_shufflenetv2,
+                                                 convert_official_shufflenetv2plus,
+                                                 convert_torchvision_shufflenetv2)
 from mmsfr.models.layers import condensing_layers, convert_to_deploy
 
 
@@ -36,6 +40,30 @@ OFFICIAL_MODELS: dict[str, OfficialModel] = {
     'condensenetv2_c': _cdn('condensenetv2', 'c'),
     'condensenet_v1_g4': _cdn('condensenet', 'v1-g4'),
     'condensenet_v1_g8': _cdn('condensenet', 'v1-g8'),
+    # megvii ShuffleNet-Series releases ({'state_dict'} with `module.` keys) and
+    # torchvision's shufflenet_v2_x* state_dicts. Nothing to condense: both config
+    # fields name the same config (the torchvision ones: the *-tv layout configs).
+    **{
+        f'shufflenetv2_x{w}': OfficialModel(
+            partial(convert_official_shufflenetv2, arch=f"{w.replace('_', '.')}x"),
+            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}_8xb128_in1k.py',
+            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}_8xb128_in1k.py')
+        for w in ('0_5', '1_0', '1_5', '2_0')
+    },
+    **{
+        f'shufflenetv2plus_{a}': OfficialModel(
+            partial(convert_official_shufflenetv2plus, arch=arch),
+            f'configs/pretrain/shufflenetv2/shufflenetv2plus-{a}_8xb128_in1k.py',
+            f'configs/pretrain/shufflenetv2/shufflenetv2plus-{a}_8xb128_in1k.py')
+        for a, arch in (('s', 'small'), ('m', 'medium'), ('l', 'large'))
+    },
+    **{
+        f'torchvision_shufflenetv2_x{w}': OfficialModel(
+            partial(convert_torchvision_shufflenetv2, arch=f"{w.replace('_', '.')}x"),
+            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}-tv_8xb128_in1k.py',
+            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}-tv_8xb128_in1k.py')
+        for w in ('0_5', '1_0', '1_5', '2_0')
+    },
 }
 
 

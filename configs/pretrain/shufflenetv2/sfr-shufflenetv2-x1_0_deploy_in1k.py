@@ -1,0 +1,8 @@
+# SFR-ShuffleNetV2 1.0x, deploy (condensed) form: each SFR is a depthwise 3x3 conv +
+# index_add. Evaluate converted weights, e.g.
+#   python tools/test.py configs/pretrain/shufflenetv2/sfr-shufflenetv2-x1_0_deploy_in1k.py \
+#       checkpoints/sfr-shufflenetv2-x1_0_deploy_in1k.pth
+_base_ = ['./sfr-shufflenetv2-x1_0_8xb128_in1k.py']
+
+model = dict(backbone=dict(deploy=True))
+custom_hooks = []
