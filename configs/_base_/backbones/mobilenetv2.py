@@ -7,7 +7,7 @@ mmsfr_backbone = dict(
     _delete_=True,
     type='MobileNetV2',
     widen_factor=1.0,
-    out_indices=(2, 3, 5, 7),  # strides 4/8/16/32
+    out_indices=(1, 2, 4, 7),  # strides 4/8/16/32
     frozen_stages=1,
     norm_eval=True,
     init_cfg=dict(type='Pretrained', prefix='backbone.',
