@@ -20,6 +20,7 @@ from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401
 from mmsfr.utils.config_check import check_config
+from mmsfr.utils.dist import init_cpu_dist
 
 
 def parse_args(argv=None):
@@ -71,6 +72,11 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
+    if init_cpu_dist(args.launcher) and cfg.get('model_wrapper_cfg') is None:
+        # mmengine's default DDP wrapper passes GPU device_ids; on CPU there are none.
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:
         if is_det:

@@ -4,11 +4,12 @@
 _base_ = ['mmdet::_base_/models/retinanet_r50_fpn.py', './_base_/shapes_coco.py']
 
 model = dict(
+    # Strides 8/16/32 only (as RetinaNet uses them): no unused output norm.
     backbone=dict(_delete_=True, type='CondenseNetV2', arch='a', deploy=True,
-                  out_indices=(1, 2, 3, 4), out_norm='all', init_cfg=None),
-    # in_channels = CondenseNetV2.feature_channels('a'). Objects are 16-42 px: the
-    # head starts at stride 8 with anchors of 16-25 px there (octave_base_scale=2).
-    neck=dict(in_channels=[32, 96, 288, 800], out_channels=64, start_level=1,
+                  out_indices=(2, 3, 4), out_norm='all', init_cfg=None),
+    # in_channels = CondenseNetV2.feature_channels('a', (2, 3, 4)). Objects are 16-42
+    # px: the head starts at stride 8 with anchors of 16-25 px (octave_base_scale=2).
+    neck=dict(in_channels=[96, 288, 800], out_channels=64, start_level=0,
               add_extra_convs='on_output', num_outs=5),
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2,
                    anchor_generator=dict(octave_base_scale=2)))
