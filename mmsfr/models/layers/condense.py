@@ -192,14 +192,16 @@ class CondensingConv(nn.Module):
     def _prune_one_stage(self) -> None:
         importance = (self.conv.weight * self._mask).abs().amax(dim=(2, 3))
         importance = self._grouped_view(importance)  # (grouped, pruned)
+        rows, cols = importance.shape
+        # Row r belongs to group r % G: (rows / G, G, cols) -> per-group column scores.
+        score = importance.reshape(rows // self.groups, self.groups, cols).sum(0)
         live = self.live_pattern()
-        mask2d = self._grouped_view(self._mask[:, :, 0, 0]).clone()
-        for g in range(self.groups):
-            score = importance[g::self.groups].sum(0)
-            score = score.masked_fill(~live[g], float('inf'))
-            order = torch.sort(score, stable=True).indices
-            mask2d[g::self.groups, order[:self._slice]] = 0
-        full = self._grouped_view(mask2d)[:, :, None, None].expand_as(self._mask)
+        score = score.masked_fill(~live, float('inf'))
+        drop = torch.sort(score, dim=1, stable=True).indices[:, :self._slice]
+        pattern = live.clone()
+        pattern.scatter_(1, drop, False)
+        full = pattern.repeat(rows // self.groups, 1).to(self._mask.dtype)
+        full = self._grouped_view(full)[:, :, None, None].expand_as(self._mask)
         self._mask.copy_(full)
 
     def masked_weight(self) -> torch.Tensor:
