@@ -107,3 +107,15 @@ def test_backbone_swap_into_any_detector(tmp_path, detector):
     values = [t for k, v in losses.items() if 'loss' in k
               for t in (v if isinstance(v, list) else [v])]
     assert values and all(torch.isfinite(t).all() for t in values)
+
+
+def test_input_not_multiple_of_32_runs_with_mmdet_padding():
+    _, model = _build('configs/retinanet_condensenetv2_c.py')
+    model.eval()
+    data = model.data_preprocessor(_batch(size=(70, 90)), training=False)
+    assert data['inputs'].shape[-2:] == (96, 96)  # padded to the size divisor
+    feats = model.backbone(data['inputs'])
+    assert [f.shape[-1] for f in feats] == [96 // s for s in model.backbone.out_strides]
+    with torch.no_grad():
+        preds = model(**data, mode='predict')
+    assert preds[0].pred_instances.bboxes.shape[1] == 4

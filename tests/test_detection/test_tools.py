@@ -40,7 +40,7 @@ def write_cfg(path, data_root, epochs=3, train_dataset='', model='', val_root=No
         f"val_evaluator = dict(ann_file='{val_root.as_posix()}/annotations/instances_val.json')\n"
         f"test_evaluator = val_evaluator\n"
         f"train_cfg = dict(max_epochs={epochs}, val_interval={epochs})\n"
-        f"param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]\n"
+        f"randomness = dict(seed=0)\n"
         f"default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, "
         f"max_keep_ckpts=5))\n" + (f'model = {model}\n' if model else ''))
     return path

@@ -247,3 +247,17 @@ def test_wrong_form_checkpoint_is_named(tmp_path):
     with pytest.raises(ValueError, match=r'holds the train-time \(masked\) form'):
         init_model(str(REPO / 'configs/pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py'),
                    str(ckpt), device='cpu')
+
+
+def test_pretrained_init_cfg_loads_backbone_prefix(tmp_path):
+    """init_cfg=Pretrained(prefix='backbone.') really loads the classifier's weights."""
+    torch.manual_seed(3)
+    classifier = _classifier(deploy=False)
+    ckpt = tmp_path / 'cls.pth'
+    torch.save({'state_dict': classifier.state_dict()}, ckpt)
+    backbone = CondenseNetV2(arch='a', init_cfg=dict(type='Pretrained', checkpoint=str(ckpt),
+                                                     prefix='backbone.'))
+    assert not torch.equal(backbone.stem.weight, classifier.backbone.stem.weight)
+    backbone.init_weights()
+    for key, value in classifier.backbone.state_dict().items():
+        assert torch.equal(backbone.state_dict()[key], value), key

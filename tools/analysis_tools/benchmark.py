@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Inference speed of the model a config builds: images/s, model-only timing.
+
+Examples:
+    python tools/analysis_tools/benchmark.py configs/retinanet_condensenetv2_c.py \\
+        --shape 800 1333 --batch-size 1 --repeats 20 --threads 2
+    python tools/analysis_tools/benchmark.py \\
+        configs/pretrain/condensenetv2/condensenetv2-c_deploy_in1k.py --shape 224
+
+Times only the model's forward (``mode='tensor'`` for classifiers and detectors, or the
+backbone alone with ``--backbone-only``) on a fixed random input already in memory: no
+data loading or pre-processing. ``--warmup`` iterations are run first and excluded; the
+table reports the median and the spread of ``--repeats`` timed iterations.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import MODELS, DefaultScope
+
+import mmsfr  # noqa: F401
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config file (mmdet or mmpretrain)')
+    parser.add_argument('--shape', type=int, nargs='+', default=[224],
+                        help='input H [W] (default 224)')
+    parser.add_argument('--batch-size', type=int, default=1)
+    parser.add_argument('--warmup', type=int, default=3, help='untimed iterations')
+    parser.add_argument('--repeats', type=int, default=10, help='timed iterations')
+    parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
+    parser.add_argument('--backbone-only', action='store_true', help='time the backbone only')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args(argv)
+    if len(args.shape) not in (1, 2) or min(args.shape) < 16:
+        parser.error(f'--shape takes H or H W (>= 16), got {args.shape}')
+    for name in ('batch_size', 'repeats'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1')
+    return args
+
+
+def time_forward(fn, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of ``fn`` over ``repeats`` calls after ``warmup`` calls."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.model.get('backbone', {}).pop('init_cfg', None)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        model = MODELS.build(cfg.model)
+    model.eval()
+    h, w = (args.shape * 2)[:2]
+    x = torch.rand(args.batch_size, 3, h, w)
+    if args.backbone_only:
+        fn = lambda: model.backbone(x)  # noqa: E731
+    else:
+        fn = lambda: model(x, mode='tensor')  # noqa: E731
+    times = time_forward(fn, args.warmup, args.repeats)
+    median = statistics.median(times)
+    what = 'backbone' if args.backbone_only else type(model).__name__
+    print(f'{what} of {args.config}, input {args.batch_size}x3x{h}x{w}, '
+          f'{torch.get_num_threads()} threads, {args.warmup} warm-up + {args.repeats} timed')
+    print(f'{"metric":<24}{"value":>12}')
+    print(f'{"median latency (ms)":<24}{median * 1e3:>12.2f}')
+    print(f'{"min / max (ms)":<24}{min(times) * 1e3:>6.1f}/{max(times) * 1e3:<5.1f}')
+    print(f'{"images/s":<24}{args.batch_size / median:>12.2f}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
