@@ -261,3 +261,14 @@ def test_pretrained_init_cfg_loads_backbone_prefix(tmp_path):
     backbone.init_weights()
     for key, value in classifier.backbone.state_dict().items():
         assert torch.equal(backbone.state_dict()[key], value), key
+
+
+def test_converter_names_both_archs(tmp_path):
+    import lzma
+    src = tmp_path / 'a.pth.tar'
+    src.write_bytes(lzma.open(fixture_path('cdnv2_a_converted.pth.tar.xz')).read())
+    out = _run_tool('tools/model_converters/official_to_mmsfr.py', '--model', 'condensenetv2_b',
+                    src, tmp_path / 'b.pth')
+    assert out.returncode == 1
+    assert "holds arch 'a'" in out.stderr and "model is arch 'b'" in out.stderr
+    assert not (tmp_path / 'b.pth').exists()
