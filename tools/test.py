@@ -11,16 +11,15 @@ Same arguments as mmdet 3.x's tools/test.py.
 """
 import argparse
 import os
-import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401
 from mmsfr.utils.config_check import check_config
-from mmsfr.utils.dist import init_cpu_dist
+from mmsfr.utils.tool_setup import load_tool_config, prepare_launcher
 
 
 def parse_args(argv=None):
@@ -45,15 +44,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if not osp.exists(args.checkpoint):
+    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if not os.path.exists(args.checkpoint):
         print(f'error: checkpoint {args.checkpoint} does not exist', file=sys.stderr)
         return 1
     cfg.load_from = args.checkpoint
@@ -72,11 +64,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    if init_cpu_dist(args.launcher) and cfg.get('model_wrapper_cfg') is None:
-        # mmengine's default DDP wrapper passes GPU device_ids; on CPU there are none.
-        cfg.model_wrapper_cfg = dict(
-            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    prepare_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:
         if is_det:

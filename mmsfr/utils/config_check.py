@@ -83,6 +83,73 @@ def check_dataset(dataset: dict, split: str) -> None:
                                             f'(data_prefix.{key}) does not exist')
 
 
+#: mmpretrain dataset types that read class sub-folders when they have no ann_file.
+FOLDER_DATASETS = ('CustomDataset', 'ImageNet', 'ImageNet21k')
+
+
+def dataset_num_classes(dataset: dict) -> tuple[int, str] | None:
+    """Number of classes a classification dataset config will yield, if knowable.
+
+    ``metainfo.classes`` (a sequence, or a file with one class a line) wins; otherwise
+    an mmpretrain folder dataset (``CustomDataset`` / ``ImageNet`` without
+    ``ann_file``) has one class per sub-folder of ``data_root/data_prefix`` (or of
+    ``data_root/split``).
+
+    Returns:
+        ``(count, where it comes from)``, or ``None`` when the config does not tell
+        (annotation files, other dataset types, remote or missing folders).
+    """
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if isinstance(classes, str):
+        path = _join(dataset.get('data_root'), classes)
+        if _is_remote(path) or not osp.isfile(path):
+            return None
+        with open(path) as f:
+            return sum(1 for line in f if line.strip()), f'classes listed in {path}'
+    if classes is not None:
+        return len(classes), 'metainfo.classes'
+    kind = str(dataset.get('type', '')).split('.')[-1]
+    if kind not in FOLDER_DATASETS or dataset.get('ann_file') or not dataset.get(
+            'with_label', True):
+        return None
+    prefix = dataset.get('data_prefix') or ''
+    if isinstance(prefix, dict):
+        prefix = prefix.get('img_path') or ''
+    prefix = prefix or dataset.get('split') or ''
+    root = dataset.get('data_root') or ''
+    if kind != 'CustomDataset' and osp.isfile(osp.join(root, 'meta', f'{prefix}.txt')):
+        return None  # ImageNet(split=...) then reads meta/<split>.txt
+    folder = _join(root, prefix) if prefix else root
+    if not folder or _is_remote(folder) or not osp.isdir(folder):
+        return None
+    count = sum(1 for entry in os.scandir(folder) if entry.is_dir())
+    return count, f'class folders in {folder}'
+
+
+def check_num_classes(dataset: dict, model_cfg: dict, split: str) -> None:
+    """Raise ``ValueError`` when a classifier's head and its dataset differ in classes.
+
+    Example:
+        >>> check_num_classes(dict(type='CustomDataset', metainfo=dict(classes=['a', 'b'])),
+        ...                   dict(head=dict(num_classes=3)), 'train')
+        Traceback (most recent call last):
+        ...
+        ValueError: train dataset has 2 classes (metainfo.classes) but model.head.num_classes is 3; set model.head.num_classes=2 (and data_preprocessor.num_classes) or fix the dataset
+    """
+    head = model_cfg.get('head')
+    if not isinstance(head, dict) or not isinstance(head.get('num_classes'), int):
+        return
+    found = dataset_num_classes(dataset)
+    if found is None:
+        return
+    count, source = found
+    if count != head['num_classes']:
+        raise ValueError(
+            f'{split} dataset has {count} classes ({source}) but model.head.num_classes '
+            f'is {head["num_classes"]}; set model.head.num_classes={count} (and '
+            'data_preprocessor.num_classes) or fix the dataset')
+
+
 def check_neck_channels(model_cfg: dict) -> None:
     """Raise ``ValueError`` when the neck's ``in_channels`` differ from the backbone's."""
     backbone, neck = model_cfg.get('backbone'), model_cfg.get('neck')
@@ -108,7 +175,8 @@ def check_config(cfg: Config, path: str = '', training: bool = True) -> None:
 
     Raises:
         FileNotFoundError: a dataset file/folder or the pretrained weights are missing.
-        ValueError: an empty annotation file, or neck/backbone channels that differ.
+        ValueError: an empty annotation file, neck/backbone channels that differ, or a
+            classifier head whose ``num_classes`` differs from its dataset's classes.
     """
     from mmengine.registry import DefaultScope
 
@@ -121,5 +189,6 @@ def check_config(cfg: Config, path: str = '', training: bool = True) -> None:
         if loader:
             for dataset in _datasets(loader.get('dataset')):
                 check_dataset(dataset, name.replace('_dataloader', ''))
+                check_num_classes(dataset, model, name.replace('_dataloader', ''))
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         check_neck_channels(model)

@@ -2,8 +2,9 @@
 """Export scikit-learn's handwritten digits as an ImageNet-style folder dataset.
 
 Example:
-    python tools/misc/make_digits_imagenet.py --out data/digits --size 32
-    # -> data/digits/train/<0..9>/*.png and data/digits/val/<0..9>/*.png
+    python tools/misc/make_digits_imagenet.py --out data/digits
+    # -> data/digits/train/<0..9>/*.png and data/digits/val/<0..9>/*.png (16x16)
+    python tools/misc/make_digits_imagenet.py --out data/digits_s1 --seed 1 --val-fraction 0.3
 
 The 1797 real 8x8 grey-level digit images of ``sklearn.datasets.load_digits`` (UCI
 optical recognition of handwritten digits, 10 classes, ink values 0-16) are scaled to
@@ -64,7 +65,7 @@ def to_rgb_image(digit: np.ndarray, size: int, interpolation: str) -> Image.Imag
     return img.convert('RGB')
 
 
-def export(out: Path, size: int = 32, val_fraction: float = 0.2, seed: int = 0,
+def export(out: Path, size: int = 16, val_fraction: float = 0.2, seed: int = 0,
            interpolation: str = 'bilinear') -> dict:
     """Write the digits dataset under ``out`` and return a summary.
 
@@ -108,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='data/digits', help='output folder')
-    parser.add_argument('--size', type=int, default=32,
-                        help='image side in pixels (8-512; default 32)')
+    parser.add_argument('--size', type=int, default=16,
+                        help='image side in pixels (8-512; default 16, twice the originals)')
     parser.add_argument('--val-fraction', type=float, default=0.2,
                         help='fraction of each class held out for val, in (0, 1); default 0.2')
     parser.add_argument('--seed', type=int, default=0, help='seed of the split')

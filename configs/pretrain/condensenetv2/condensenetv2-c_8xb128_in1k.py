@@ -6,10 +6,10 @@ _base_ = [
     '../_base_/models/condensenetv2-c.py',
     '../_base_/datasets/imagenet_bs128_sfr.py',
     '../_base_/schedules/imagenet_bs1024_cosine_350e.py',
-    '../_base_/default_runtime.py',
+    '../_base_/condensation_runtime.py',
 ]
 
-# Evaluation preprocessing of the released weights: bilinear resize 256 + crop 224.
+# The released C weights were evaluated with bilinear resize 256 + center crop 224.
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
@@ -19,9 +19,3 @@ test_pipeline = [
 ]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-
-custom_hooks = [
-    # Prunes LGC/SFR masks over the first half of training (keeps EMA masks in sync).
-    dict(type='CondensationHook', end=0.5),
-    dict(type='EMAHook', momentum=0.0002, priority='ABOVE_NORMAL'),
-]

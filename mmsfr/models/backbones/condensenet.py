@@ -13,11 +13,10 @@ from typing import Sequence
 
 import torch
 import torch.utils.checkpoint as cp
-from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from .base import FreezableBackbone
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       SqueezeExcitation, convert_to_deploy)
 
@@ -71,7 +70,7 @@ class DenseLayer(nn.Module):
 
 
 @MODELS.register_module()
-class CondenseNetV2(BaseModule):
+class CondenseNetV2(FreezableBackbone):
     """CondenseNetV2 backbone (Yang et al., CVPR 2021), train-time or deploy form.
 
     ``arch`` is a key of :attr:`arch_settings` or a dict with the same fields:
@@ -265,23 +264,8 @@ class CondenseNetV2(BaseModule):
             if isinstance(m, SparseFeatureReactivation):
                 nn.init.zeros_(m.norm.weight)  # reactivation starts from zero
 
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [self.blocks[i] for i in range(self.frozen_stages)]
-        for m in frozen:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'CondenseNetV2':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.blocks)
 
     def switch_to_deploy(self) -> None:
         """Convert every LGC/SFR layer to its deploy form (condensation must be done)."""

@@ -41,11 +41,11 @@ from typing import Sequence
 import torch
 import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule
-from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .base import FreezableBackbone
 from ..layers import (SparseFeatureReactivation, SqueezeExcitation, channel_shuffle,
                       convert_to_deploy)
 
@@ -196,7 +196,7 @@ class ShuffleUnit(nn.Module):
 
 
 @MODELS.register_module()
-class ShuffleNetV2(BaseModule):
+class ShuffleNetV2(FreezableBackbone):
     """ShuffleNetV2 backbone, in megvii's (default) or torchvision's weight layout.
 
     Output levels (``out_indices`` picks among them):
@@ -440,24 +440,8 @@ class ShuffleNetV2(BaseModule):
                 nn.init.ones_(m.weight)
                 nn.init.constant_(m.bias, 1e-4)
 
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [self.stages[i] for i in range(self.frozen_stages)]
-        for m in frozen:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'ShuffleNetV2':
-        """Set train mode, keeping frozen stages (and all norms if ``norm_eval``) in eval."""
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.stages)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -1,17 +1,17 @@
 # scikit-learn's handwritten digits as an ImageNet-style folder dataset (10 classes,
-# 1438 train / 359 val images, upscaled to 32x32), written by
+# 1438 train / 359 val images, 8x8 upscaled to 16x16), written by
 # `python tools/misc/make_digits_imagenet.py --out data/digits`. Batch 64, light shift
 # augmentation, no flip (a mirrored digit is another symbol).
 dataset_type = 'CustomDataset'
 data_root = 'data/digits'
 # Mean / std (0-255, every channel) of the train images that tool writes with its
-# defaults (--size 32 --seed 0 --val-fraction 0.2); it prints them for other settings.
+# defaults (--size 16 --seed 0 --val-fraction 0.2); it prints them for other settings.
 data_preprocessor = dict(
-    num_classes=10, mean=[77.969] * 3, std=[82.511] * 3, to_rgb=False)
+    num_classes=10, mean=[77.911] * 3, std=[81.28] * 3, to_rgb=False)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='RandomCrop', crop_size=32, padding=2),
+    dict(type='RandomCrop', crop_size=16, padding=1),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
