@@ -115,10 +115,12 @@ def dataset_num_classes(dataset: dict) -> tuple[int, str] | None:
     prefix = dataset.get('data_prefix') or ''
     if isinstance(prefix, dict):
         prefix = prefix.get('img_path') or ''
-    prefix = prefix or dataset.get('split') or ''
+    split = dataset.get('split') or ''
     root = dataset.get('data_root') or ''
-    if kind != 'CustomDataset' and osp.isfile(osp.join(root, 'meta', f'{prefix}.txt')):
-        return None  # ImageNet(split=...) then reads meta/<split>.txt
+    if kind != 'CustomDataset' and split:
+        if osp.isfile(osp.join(root, 'meta', f'{split}.txt')):
+            return None  # ImageNet(split=...) then reads meta/<split>.txt
+        prefix = prefix or split
     folder = _join(root, prefix) if prefix else root
     if not folder or _is_remote(folder) or not osp.isdir(folder):
         return None
@@ -131,10 +133,10 @@ def check_num_classes(dataset: dict, model_cfg: dict, split: str) -> None:
 
     Example:
         >>> check_num_classes(dict(type='CustomDataset', metainfo=dict(classes=['a', 'b'])),
-        ...                   dict(head=dict(num_classes=3)), 'train')
+        ...                   dict(head=dict(num_classes=3)), 'train')  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: train dataset has 2 classes (metainfo.classes) but model.head.num_classes is 3; set model.head.num_classes=2 (and data_preprocessor.num_classes) or fix the dataset
+        ValueError: train dataset has 2 classes (metainfo.classes) but ...num_classes is 3; ...
     """
     head = model_cfg.get('head')
     if not isinstance(head, dict) or not isinstance(head.get('num_classes'), int):

@@ -5,7 +5,8 @@
 dataset_type = 'CustomDataset'
 data_root = 'data/digits'
 # Mean / std (0-255, every channel) of the train images that tool writes with its
-# defaults (--size 16 --seed 0 --val-fraction 0.2); it prints them for other settings.
+# defaults (--size 16 --seed 0 --val-fraction 0.2); it prints them for other settings
+# (another --size also needs RandomCrop's crop_size below).
 data_preprocessor = dict(
     num_classes=10, mean=[77.911] * 3, std=[81.28] * 3, to_rgb=False)
 
