@@ -11,7 +11,7 @@ mmsfr_backbone = dict(
     frozen_stages=1,
     norm_eval=True,
     init_cfg=dict(type='Pretrained', prefix='backbone.',
-                  checkpoint='checkpoints/shufflenetv2_x1_5_in1k.pth'))
+                  checkpoint='checkpoints/shufflenetv2_x1_5_deploy_in1k.pth'))
 # = the backbone's out_channels (tests check them against its metadata)
 mmsfr_in_channels = [24, 176, 352, 704]
 # The input convention the pretrained weights expect.
