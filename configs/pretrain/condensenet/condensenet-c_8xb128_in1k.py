@@ -4,18 +4,8 @@
 # and evaluate <out> with condensenet-c_deploy_in1k.py.
 _base_ = [
     '../_base_/models/condensenet-c.py',
-    '../_base_/datasets/imagenet_bs128_sfr.py',
+    '../_base_/datasets/imagenet_bs128_sfr_bilinear.py',
     '../_base_/schedules/imagenet_bs1024_cosine_350e.py',
     '../_base_/condensation_runtime.py',
 ]
 
-# Evaluation as for the released C weights: bilinear resize 256 + center crop 224.
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
-         interpolation='bilinear'),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='PackInputs'),
-]
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

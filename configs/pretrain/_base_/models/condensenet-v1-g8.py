@@ -1,13 +1,4 @@
-# CondenseNet-V1-G8 classifier: backbone + last-block norm, pooling, one Linear that the
-# deploy form condenses to its strongest 50% inputs (as the reference CondenseNet).
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='CondenseNet', arch='v1-g8', out_indices=(4, ), out_norm='last'),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='CondenseNetClsHead',
-        num_classes=1000,
-        in_channels=2064,
-        keep_ratio=0.5,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        topk=(1, 5)))
+# CondenseNet v1 ImageNet model, G = C = 8 (4-6-8-10-8 / 8-16-32-64-128): the
+# CondenseNet-C classifier with 8 groups.
+_base_ = ['./condensenet-c.py']
+model = dict(backbone=dict(arch='v1-g8'))
