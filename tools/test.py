@@ -13,13 +13,13 @@ import argparse
 import os
 import sys
 
-from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401
 from mmsfr.utils.config_check import check_config
-from mmsfr.utils.tool_setup import load_tool_config, prepare_launcher
+from mmsfr.utils.tool_setup import (add_launch_args, load_tool_config, parse_launch_args,
+                                    prepare_launcher)
 
 
 def parse_args(argv=None):
@@ -31,15 +31,8 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='dump predictions to this pickle file')
     parser.add_argument('--show-dir', help='save images with drawn predictions here '
                         '(relative to the run\'s timestamp dir, detectors only)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser, argv)
 
 
 def main(argv=None) -> int:

@@ -11,16 +11,15 @@ Same arguments as mmdet 3.x's tools/train.py. The config's ``default_scope`` pic
 registry (``mmdet`` for detectors, ``mmpretrain`` for classifiers).
 """
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401  (registers models; allows mmengine checkpoints)
 from mmsfr.utils.config_check import check_config
-from mmsfr.utils.tool_setup import load_tool_config, prepare_launcher
+from mmsfr.utils.tool_setup import (add_launch_args, load_tool_config, parse_launch_args,
+                                    prepare_launcher)
 
 
 def parse_args(argv=None):
@@ -33,15 +32,8 @@ def parse_args(argv=None):
                         help='scale the lr by the actual batch size (auto_scale_lr in config)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from the given checkpoint, or the latest in work-dir')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser, argv)
 
 
 def build_cfg(args):

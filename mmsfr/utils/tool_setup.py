@@ -1,11 +1,30 @@
 """Config handling shared by tools/train.py and tools/test.py."""
 from __future__ import annotations
 
+import argparse
+import os
 import os.path as osp
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from .dist import init_cpu_dist
+
+
+def add_launch_args(parser: argparse.ArgumentParser) -> None:
+    """Add mmdet's ``--cfg-options``, ``--launcher`` and ``--local_rank`` arguments."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launch_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse ``argv`` and export ``LOCAL_RANK`` for launchers that pass it as a flag."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def load_tool_config(path: str, cfg_options: dict | None = None, work_dir: str | None = None,

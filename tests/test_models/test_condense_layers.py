@@ -3,18 +3,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomise_bn
 from mmsfr.models.layers import (LearnedGroupConv, SparseFeatureReactivation,
                                  condensation_stage, convert_to_deploy)
 
 
-def _randomise_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
-            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
-            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
-            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
 
 
 def test_schedule_stages():
@@ -76,7 +69,7 @@ def test_deploy_conversion_is_exact(kernel_size, groups, factor):
     sfr = SparseFeatureReactivation(8, 16, kernel_size=kernel_size, groups=groups,
                                     factor=factor)
     model = nn.ModuleDict(dict(lgc=lgc, sfr=sfr))
-    _randomise_bn(model)
+    randomise_bn(model)
     for layer in (lgc, sfr):
         layer.conv.weight.data.normal_()
         layer.condense(0.5)

@@ -21,7 +21,7 @@ from mmsfr.models import (SFRShuffleNetV2, SFRShuffleNetV2Plus, ShuffleNetV2,
                           ShuffleNetV2Plus, condense_model)
 from mmsfr.models.layers import SparseFeatureReactivation, condensing_layers
 
-from conftest import REPO, fixture_path, load_fixture
+from conftest import randomise_bn, REPO, fixture_path, load_fixture
 
 CONFIGS = REPO / 'configs' / 'pretrain' / 'shufflenetv2'
 SFR_MODELS = [(SFRShuffleNetV2, '0.5x'), (SFRShuffleNetV2, '1.0x'), (SFRShuffleNetV2, '1.5x'),
@@ -42,16 +42,6 @@ REQUIRED_CONFIGS = (
 
 
 # ---------------------------------------------------------------------------- helpers
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters (SFR norms start at zero)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
 
 
 def build_classifier(cls: type, arch: str, **backbone) -> nn.Module:

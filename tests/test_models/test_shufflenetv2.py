@@ -17,6 +17,8 @@ from mmsfr.models import (ShuffleNetV2, ShuffleNetV2Plus, convert_official_shuff
                           convert_official_shufflenetv2plus,
                           convert_torchvision_shufflenetv2)
 
+from conftest import randomise_bn
+
 REPO = Path(__file__).resolve().parents[2]
 V2_ARCHS = ('0.5x', '1.0x', '1.5x', '2.0x')
 V2PLUS_ARCHS = ('small', 'medium', 'large')
@@ -75,16 +77,6 @@ def count_macs(model: nn.Module, size: int = 224) -> int:
     return total
 
 
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters (deterministic)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
 
 
 def small_models() -> list[tuple[str, nn.Module]]:
