@@ -22,6 +22,6 @@ setup(
     packages=find_packages(include=['mmsfr', 'mmsfr.*']),
     install_requires=read_requirements('torch.txt') + read_requirements('mmcv.txt') +
     read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    extras_require={'tests': read_requirements('tests.txt'), 'deploy': read_requirements('deploy.txt')},
     license='Apache-2.0',
 )

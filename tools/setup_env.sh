@@ -29,7 +29,7 @@ fi
 "$PY" -m pip install --upgrade pip
 "$PY" -m pip install -r requirements/torch.txt
 "$PY" -m pip install -r requirements/build.txt
-"$PY" -m pip install -r requirements/runtime.txt -r requirements/tests.txt
+"$PY" -m pip install -r requirements/runtime.txt -r requirements/deploy.txt -r requirements/tests.txt
 PYTHON="$PY" tools/install_mmcv.sh
 "$PY" -m pip install --no-deps --no-build-isolation -e .
 "$PY" -c "import mmsfr; print('[setup] mmsfr', mmsfr.__version__, 'ready')"
