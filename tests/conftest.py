@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmsfr  # noqa: F401  (registers models, allows mmengine checkpoints)
+from mmsfr.testing import randomise_bn  # noqa: F401  (used by the test modules)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,19 +35,3 @@ def load_fixture(name: str):
 def fixture_path(name: str) -> Path:
     load_fixture(name)  # skip / fail consistently
     return fixtures_dir() / name
-
-
-def randomise_bn(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial, deterministic BN statistics and affine parameters.
-
-    Conversion and parity checks need them: default BN (mean 0, var 1, weight 1 or,
-    for SFR, 0) would hide mistakes in the channel bookkeeping.
-    """
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)

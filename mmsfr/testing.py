@@ -1,0 +1,38 @@
+"""Helpers for tests and benchmarks: deterministic non-trivial model states."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ['randomise_bn']
+
+
+def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial, deterministic statistics and affine parameters.
+
+    Conversion, parity and speed checks need them: default BN (mean 0, var 1, weight 1
+    or, for SFR, 0) would hide mistakes in the channel bookkeeping and make SFR a no-op.
+
+    Args:
+        model: Modified in place.
+        seed: Seed of the generator the values are drawn from.
+
+    Returns:
+        ``model``.
+
+    Example:
+        >>> bn = randomise_bn(nn.BatchNorm2d(4))
+        >>> bool((bn.running_var >= 0.5).all())
+        True
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
