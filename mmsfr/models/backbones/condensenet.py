@@ -18,7 +18,8 @@ from torch import nn
 
 from .base import FreezableBackbone
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
-                      SqueezeExcitation, convert_to_deploy)
+                      SqueezeExcitation, avg_pool2x2, convert_to_deploy,
+                      inference_fast_path)
 
 
 class DenseLayer(nn.Module):
@@ -46,6 +47,7 @@ class DenseLayer(nn.Module):
                  with_cp: bool = False, deploy: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
+        self.growth = growth
         self.conv_1 = LearnedGroupConv(in_channels, bottleneck * growth, groups=groups,
                                        factor=condense_factor, act_cfg=act_cfg, deploy=deploy)
         self.conv_2 = PreActConv(bottleneck * growth, growth, 3, groups=groups, act_cfg=act_cfg)
@@ -56,10 +58,13 @@ class DenseLayer(nn.Module):
                                                  factor=sparse_factor, act_cfg=act_cfg,
                                                  deploy=deploy)
 
+    def new_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``k`` channels this layer appends (before reactivating ``x``)."""
+        new = self.conv_2(self.conv_1(x), owned=True)
+        return new if self.se is None else self.se(new)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        new = self.conv_2(self.conv_1(x))
-        if self.se is not None:
-            new = self.se(new)
+        new = self.new_features(x)
         old = x if self.sfr is None else self.sfr(new, x)
         return torch.cat([old, new], 1)
 
@@ -67,6 +72,34 @@ class DenseLayer(nn.Module):
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
+
+
+class DenseBlock(nn.Sequential):
+    """A sequence of :class:`DenseLayer` s; without autograd it writes in place.
+
+    With gradients enabled every layer returns a new concatenation (autograd needs the
+    intermediate tensors). Without them (``torch.no_grad`` / ``inference_mode``) the
+    block allocates its output once and each layer writes its new channels into the
+    next free slice and reactivates the old ones in place, so the features are not
+    re-copied ``L`` times. Both paths compute the same sums.
+    Tracing (``torch.jit``, ``torch.export``, ONNX export) and op counters take the
+    functional path (see :func:`~mmsfr.models.layers.inference_fast_path`).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not inference_fast_path():
+            return super().forward(x)
+        n, c, h, w = x.shape
+        out = x.new_empty(n, c + sum(layer.growth for layer in self), h, w)
+        out[:, :c] = x
+        for layer in self:
+            old = out[:, :c]
+            new = layer.new_features(old)
+            if layer.sfr is not None:
+                layer.sfr.reactivate_(new, old)
+            out[:, c:c + layer.growth] = new
+            c += layer.growth
+        return out
 
 
 @MODELS.register_module()
@@ -194,10 +227,9 @@ class CondenseNetV2(FreezableBackbone):
                     act_cfg=dict(type='HSwish' if hs else 'ReLU'), with_se=se,
                     with_cp=with_cp, deploy=deploy))
                 channels += growth
-            self.blocks.append(nn.Sequential(*layers))
+            self.blocks.append(DenseBlock(*layers))
             block_channels.append(channels)
         self.block_channels = tuple(block_channels)
-        self.pool = nn.AvgPool2d(2, 2)
 
         normed = {'none': (), 'last': (num_blocks - 1,), 'all': out_indices}[out_norm]
         self.norms = nn.ModuleDict(
@@ -278,7 +310,7 @@ class CondenseNetV2(FreezableBackbone):
         outs = []
         for b, block in enumerate(self.blocks):
             if b > 0:
-                x = self.pool(x)
+                x = avg_pool2x2(x)
             x = block(x)
             if b in self.out_indices:
                 out = x

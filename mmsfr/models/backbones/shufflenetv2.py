@@ -47,7 +47,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .base import FreezableBackbone
 from ..layers import (SparseFeatureReactivation, SqueezeExcitation, channel_shuffle,
-                      convert_to_deploy)
+                      convert_to_deploy, inference_fast_path)
 
 __all__ = [
     'ShuffleUnit', 'ShuffleNetV2', 'ShuffleNetV2Plus', 'SFRShuffleNetV2',
@@ -180,9 +180,13 @@ class ShuffleUnit(nn.Module):
                 half = x.shape[1] // 2
                 keep, x = x[:, :half], x[:, half:]
             x = self.branch_main(x)
-            if self.sfr is not None:
-                keep = self.sfr(x, keep)  # keep + update computed from the new half
-            out = torch.cat((keep, x), 1)
+            if self.sfr is None:
+                out = torch.cat((keep, x), 1)
+            elif inference_fast_path():  # reactivate in place, inside the output
+                out = torch.cat((keep, x), 1)
+                self.sfr.reactivate_(x, out[:, :keep.shape[1]])
+            else:
+                out = torch.cat((self.sfr(x, keep), x), 1)  # keep + update from new half
         else:
             out = torch.cat((self.branch_proj(x), self.branch_main(x)), 1)
         if self.layout == 'torchvision':

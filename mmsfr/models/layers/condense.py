@@ -22,7 +22,10 @@ layer with fewer pruned slices than its stage counter claims.
 Each layer has a deploy form built by :meth:`switch_to_deploy` (or directly with
 ``deploy=True``): LGC becomes index-select -> BN -> act -> grouped conv -> shuffle; SFR
 becomes BN -> act -> input shuffle -> grouped conv -> ``index_add`` into the old
-features. Both are exact in eval mode.
+features. Both are exact in eval mode. The 1x1 grouped convs run as one batched GEMM
+whose strides absorb the shuffles (:mod:`.grouped_conv`); the weights keep the layout
+of the released converted files.
+e.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import torch
 from mmcv.cnn import build_activation_layer
 from torch import nn
 
+from .grouped_conv import grouped_conv2d, grouped_pointwise, inference_fast_path
 from .shuffle import channel_shuffle
 
 
@@ -70,6 +74,30 @@ def build_act(act_cfg: dict | None) -> nn.Module:
     return build_activation_layer(dict(act_cfg))
 
 
+def norm_act(norm: nn.BatchNorm2d, act: nn.Module, x: torch.Tensor, *,
+             owned: bool = False) -> torch.Tensor:
+    """``act(norm(x))``; overwrites ``x`` when it is ``owned`` and nothing needs it.
+
+    In :func:`~mmsfr.models.layers.inference_fast_path` with an eval-mode BN, a
+    tensor the caller owns (a fresh intermediate) is normalised and activated in place,
+    saving two full-size allocations per pre-activation unit: at detection input
+    sizes fresh allocations cost page faults that exceed the arithmetic.
+    """
+    if not (owned and not norm.training and norm.running_var is not None
+            and inference_fast_path()
+            and isinstance(act, (nn.ReLU, nn.Hardswish, nn.Identity))):
+        return act(norm(x))
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    shape = (-1,) + (1,) * (x.dim() - 2)
+    x = torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)
+    if isinstance(act, nn.ReLU):
+        return x.relu_()
+    if isinstance(act, nn.Hardswish):
+        return nn.functional.hardswish(x, inplace=True)
+    return x
+
+
 class PreActConv(nn.Module):
     """BN -> activation -> conv (bias-free), the basic unit of dense networks.
 
@@ -100,8 +128,12 @@ class PreActConv(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               padding=kernel_size // 2, groups=groups, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.act(self.norm(x)))
+    def forward(self, x: torch.Tensor, owned: bool = False) -> torch.Tensor:
+        """``owned``: ``x`` is a temporary the layer may overwrite (see :func:`norm_act`)."""
+        conv = self.conv
+        x = norm_act(self.norm, self.act, x, owned=owned)
+        return grouped_conv2d(x, conv.weight, conv.stride[0],
+                              conv.padding[0], conv.groups)
 
 
 class CondensingConv(nn.Module):
@@ -292,8 +324,11 @@ class LearnedGroupConv(CondensingConv):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
-            x = self.conv(self.act(self.norm(x.index_select(1, self.index))))
-            return channel_shuffle(x, self.groups)
+            x = norm_act(self.norm, self.act, x.index_select(1, self.index), owned=True)
+            if self.kernel_size == 1:  # the output shuffle is folded into the GEMM
+                return grouped_pointwise(x, self.conv.weight, self.groups,
+                                         shuffle_output=True)
+            return channel_shuffle(self.conv(x), self.groups)
         x = self.act(self.norm(x))
         return nn.functional.conv2d(x, self.masked_weight(), None, 1, self.kernel_size // 2)
 
@@ -359,13 +394,38 @@ class SparseFeatureReactivation(CondensingConv):
             nn.init.zeros_(self.norm.weight)
 
     def forward(self, x: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.norm(x))
         if self.deploy:
-            # Group g's inputs are channels g, g + G, ...: make them contiguous.
+            return old.index_add(1, self.index, self.update(x))
+        return old + self.update(x)
+
+    def reactivate_(self, x: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """In-place :meth:`forward`: add the reactivation into ``old`` and return it.
+
+        For inference with pre-allocated dense-block buffers (``old`` may be a view).
+        """
+        update = self.update(x)
+        if not self.deploy:
+            return old.add_(update)
+        # Per image, index_add_ along the leading dim of a (C, H * W) view: one
+        # contiguous row add per index (much faster than along dim 1).
+        for image, values in zip(old, update):
+            image.view(image.shape[0], -1).index_add_(
+                0, self.index, values.reshape(values.shape[0], -1))
+        return old
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        """The values added to the old features: one channel per ``index`` entry in the
+        deploy form, a dense ``out_channels`` tensor in the train-time form."""
+        x = norm_act(self.norm, self.act, x)
+        if not self.deploy:
+            pad = self.kernel_size // 2
+            return nn.functional.conv2d(x, self.masked_weight(), None, 1, pad)
+        # Group g's inputs are channels g, g + G, ...
+        if self.kernel_size == 1:  # read them through the GEMM's strides
+            return grouped_pointwise(x, self.conv.weight, self.groups, strided_input=True)
+        if self.in_channels != self.groups:  # one input per group needs no shuffle
             x = channel_shuffle(x, self.in_channels // self.groups)
-            return old.index_add(1, self.index, self.conv(x))
-        pad = self.kernel_size // 2
-        return old + nn.functional.conv2d(x, self.masked_weight(), None, 1, pad)
+        return self.conv(x)
 
     @property
     def reactivated_channels(self) -> int:

@@ -1,0 +1,132 @@
+"""Shared pieces of the benchmark scripts: timing, the GEMM ceiling, models, tables.
+
+Timing policy: every candidate of a table is timed in the same process, interleaved
+round-robin (one call of each per round), so a background load slows them alike and
+the ratios stay meaningful; the median over rounds is reported. Absolute milliseconds
+on a shared machine are noise; the ratio columns are the result.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python bench/<name>.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+import mmsfr  # noqa: E402,F401  (registers the models)
+from mmsfr.analysis import count_complexity  # noqa: E402
+from mmsfr.apis import build_from_config  # noqa: E402
+from mmsfr.models.layers import condense_model, convert_to_deploy  # noqa: E402
+from mmsfr.testing import randomise_bn  # noqa: E402
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments every benchmark takes (``--quick`` is the CI smoke mode)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--repeats', type=int, default=30,
+                        help='timed rounds; the median is reported (default 30)')
+    parser.add_argument('--warmup', type=int, default=5, help='untimed rounds (default 5)')
+    parser.add_argument('--quick', action='store_true',
+                        help='smoke mode: tiny inputs and 1 round, checks only that it runs')
+    return parser
+
+
+def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   *names: str) -> None:
+    for name in ('repeats', *names):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if args.warmup < 0:
+        parser.error(f'--warmup must be >= 0, got {args.warmup}')
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                     *, autograd: bool = False) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin.
+
+    Runs under ``torch.inference_mode`` unless ``autograd`` (training steps).
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.enable_grad() if autograd else torch.inference_mode():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def gemm_gflops(threads: int, size: int = 1024, repeats: int = 10) -> float:
+    """The machine's dense fp32 GEMM speed (GFLOP/s, 2 flops per multiply-add)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.rand(size, size), torch.rand(size, size)
+        best = min(time_interleaved({'mm': lambda: a @ b}, repeats, 2).values(),
+                   default=0.0)
+        return 2 * size**3 / best / 1e9
+    finally:
+        torch.set_num_threads(previous)
+
+
+def macs(model: nn.Module, shape: Sequence[int],
+         forward: Callable[[nn.Module, torch.Tensor], object] | None = None) -> int:
+    """Conv + matmul multiply-adds of one forward at ``shape`` = (N, C, H, W)."""
+    return count_complexity(model, shape, forward=forward,
+                            as_deploy=False)['conv_linear_macs']
+
+
+def condensed(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` with random BN statistics, condensed to the end of its schedule."""
+    randomise_bn(model, seed)
+    condense_model(model, 1.0)
+    return model.eval()
+
+
+def deploy_copy(model: nn.Module) -> nn.Module:
+    """A deploy-form copy of a condensed train-time model."""
+    return convert_to_deploy(copy.deepcopy(model)).eval()
+
+
+def build(config: str) -> nn.Module:
+    """Model of a repo config with random weights, in eval mode."""
+    return build_from_config(config).eval()
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|."""
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Print a markdown table (so it can be pasted into the README as is)."""
+    print(f'\n{title}\n')
+    cells = [[str(c) for c in header]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for i, row in enumerate(cells):
+        print('| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths)) + ' |')
+        if i == 0:
+            print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f'{value:.2f}' if abs(value) < 100 else f'{value:.0f}'
+    return str(value)
+
+
+def verdict(ok: bool) -> str:
+    return 'met' if ok else 'NOT met'

@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Classifier latency at 224x224, batch 1: mmsfr deploy models vs torchvision.
+
+Example:
+    python bench/latency_224.py                 # 1 thread, 30 interleaved rounds
+    python bench/latency_224.py --threads 2 --repeats 50
+
+Every model runs with random weights (random BN statistics, condensed to the end of
+its schedule) on the same input; one table row per model with the median latency,
+the ratio to torchvision MobileNetV2 measured in the same run, the conv + matmul
+multiply-adds actually executed, the achieved GFLOP/s (2 flops per multiply-add) and
+that speed as a share of the machine's dense GEMM speed measured in the same run
+(the ceiling). Rows:
+
+* torchvision MobileNetV2 and ShuffleNetV2 1.5x (the references of the paper);
+* CondenseNetV2-A/B/C in mmsfr's deploy form;
+* CondenseNetV2-C in the reference form (``bench/reference_form.py``: grouped
+  ``nn.Conv2d``, dense float scatter matrices, four-op hard-swish) and in its
+  train-time (masked) form;
+* SFR-ShuffleNetV2 1.5x deploy and train-time.
+
+The targets checked at the end: CondenseNetV2-C deploy <= 1.0x MobileNetV2;
+deploy >= 2x faster than the masked form; SFR-ShuffleNetV2 1.5x deploy <= 1.1x
+torchvision ShuffleNetV2 1.5x. Outputs of the three CondenseNetV2-C forms are compared
+(max relative difference).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torchvision
+
+from _common import (base_parser, build, check_positive, condensed, deploy_copy,
+                     gemm_gflops, macs, print_table, rel_diff, time_interleaved, verdict)
+from reference_form import reference_backbone
+
+CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
+SFR_SN = 'configs/pretrain/shufflenetv2/sfr-shufflenetv2-x1_5_8xb128_in1k.py'
+
+
+def classify(model):
+    """The classifier's logits from an image batch (mmpretrain or torchvision)."""
+    if hasattr(model, 'data_preprocessor'):
+        return lambda x: model(x, mode='tensor')
+    return model
+
+
+class ReferenceClassifier(torch.nn.Module):
+    """Reference-form backbone + the classifier's own neck and head."""
+
+    def __init__(self, classifier) -> None:
+        super().__init__()
+        self.backbone = reference_backbone(classifier.backbone)
+        self.neck = copy.deepcopy(classifier.neck)
+        self.head = copy.deepcopy(classifier.head)
+
+    def forward(self, x):
+        feats = self.backbone(x)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return self.head(feats)
+
+
+def main(argv=None) -> int:
+    parser = base_parser(__doc__)
+    parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    args = parser.parse_args(argv)
+    check_positive(parser, args, 'threads')
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    size = 64 if args.quick else 224
+    repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
+    archs = ('a',) if args.quick else ('a', 'b', 'c')
+
+    models = {
+        'torchvision MobileNetV2': torchvision.models.mobilenet_v2().eval(),
+        'torchvision ShuffleNetV2 1.5x': torchvision.models.shufflenet_v2_x1_5().eval(),
+    }
+    last = archs[-1].upper()
+    for arch in archs:
+        masked = condensed(build(CDN.format(arch)))
+        models[f'CondenseNetV2-{arch.upper()} deploy'] = deploy_copy(masked)
+    models[f'CondenseNetV2-{last} reference form'] = ReferenceClassifier(
+        models[f'CondenseNetV2-{last} deploy']).eval()
+    models[f'CondenseNetV2-{last} masked'] = masked
+    sfr_masked = condensed(build(SFR_SN))
+    models['SFR-ShuffleNetV2 1.5x deploy'] = deploy_copy(sfr_masked)
+    models['SFR-ShuffleNetV2 1.5x masked'] = sfr_masked
+
+    x = torch.rand(1, 3, size, size)
+    fns = {name: (lambda f=classify(m): f(x)) for name, m in models.items()}
+    with torch.inference_mode():
+        outs = {name: fn() for name, fn in fns.items()}
+    ceiling = gemm_gflops(args.threads, size=256 if args.quick else 1024)
+    times = time_interleaved(fns, repeats, warmup)
+    base = times['torchvision MobileNetV2']
+    rows = []
+    for name, model in models.items():
+        fwd = None if not hasattr(model, 'data_preprocessor') else (
+            lambda m, t: m(t, mode='tensor'))
+        n_macs = macs(model, (1, 3, size, size), forward=fwd)
+        gflops = 2 * n_macs / times[name] / 1e9
+        rows.append([name, n_macs / 1e6, times[name] * 1e3, times[name] / base, gflops,
+                     f'{100 * gflops / ceiling:.0f}%'])
+    print(f'input 1x3x{size}x{size}, {args.threads} thread(s), {repeats} interleaved '
+          f'rounds after {warmup} warm-up; dense GEMM ceiling {ceiling:.1f} GFLOP/s')
+    print_table('Latency (median)', ['model', 'MMACs', 'ms', 'x MobileNetV2', 'GFLOP/s',
+                                     'of GEMM'], rows)
+
+    dep, ref, msk = (f'CondenseNetV2-{last} {f}' for f in ('deploy', 'reference form',
+                                                            'masked'))
+    checks = [
+        (f'{dep} <= 1.0x MobileNetV2', times[dep] / base, times[dep] <= base),
+        (f'{dep} >= 2x faster than masked', times[msk] / times[dep],
+         times[msk] >= 2 * times[dep]),
+        ('SFR-ShuffleNetV2 1.5x deploy <= 1.1x torchvision 1.5x',
+         times['SFR-ShuffleNetV2 1.5x deploy'] / times['torchvision ShuffleNetV2 1.5x'],
+         times['SFR-ShuffleNetV2 1.5x deploy']
+         <= 1.1 * times['torchvision ShuffleNetV2 1.5x']),
+        (f'{dep} vs reference form (speed-up)', times[ref] / times[dep], True),
+    ]
+    print_table('Targets', ['check', 'ratio', 'result'],
+                [[c, r, verdict(ok) if 'speed-up' not in c else '-'] for c, r, ok in checks])
+    diffs = [[f'{dep} vs {other}', f'{rel_diff(outs[dep], outs[other]):.1e}']
+             for other in (ref, msk)]
+    diffs.append(['SFR-ShuffleNetV2 1.5x deploy vs masked',
+                  f"{rel_diff(outs['SFR-ShuffleNetV2 1.5x deploy'], outs['SFR-ShuffleNetV2 1.5x masked']):.1e}"])
+    print_table('Exactness (max |diff| / max |logit|)', ['outputs', 'rel. diff'], diffs)
+    worst = max(float(d[1]) for d in diffs)
+    if worst > 1e-5:
+        print(f'ERROR: deploy outputs differ by {worst:.1e} (> 1e-5)')
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

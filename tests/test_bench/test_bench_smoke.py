@@ -1,0 +1,66 @@
+"""The benchmark scripts run (smoke mode): tables, targets and exactness checks print.
+
+Speed is not asserted here (a shared CI machine measures noise); the scripts' full runs
+produce the README's figures.
+"""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+SCRIPTS = {
+    'latency_224.py': ['Latency (median)', 'x MobileNetV2', 'GFLOP/s', 'of GEMM',
+                       'CondenseNetV2-A reference form', 'SFR-ShuffleNetV2 1.5x deploy',
+                       'Exactness'],
+    'detection_backbone.py': ['Backbone latency (median)', 'mmdet ResNet-50',
+                              'speed-up over the reference form >= 3x',
+                              'SFR scatter state'],
+    'memory.py': ['Peak resident memory', 'with_cp=True', 'RetinaNet R-50 (mmdet)',
+                  'peak RSS with_cp on / off <= 0.6'],
+    'condensation_overhead.py': ['Training step (median)', 'masked step <= 1.3x plain'],
+}
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize('script', sorted(SCRIPTS))
+def test_benchmark_runs_in_quick_mode(script):
+    out = run(f'bench/{script}', '--quick')
+    assert out.returncode == 0, out.stderr[-3000:]
+    for text in SCRIPTS[script]:
+        assert text in out.stdout, (text, out.stdout)
+    assert '| met' in out.stdout or '| NOT met' in out.stdout
+
+
+def test_benchmarks_reject_bad_arguments():
+    out = run('bench/latency_224.py', '--repeats', '0')
+    assert out.returncode == 2 and '--repeats must be >= 1, got 0' in out.stderr
+    out = run('bench/detection_backbone.py', '--shape', '8', '8')
+    assert out.returncode == 2 and '--shape must be >= 32' in out.stderr
+
+
+def test_reference_form_is_the_same_function():
+    sys.path.insert(0, str(REPO / 'bench'))
+    try:
+        import torch
+        from _common import condensed, deploy_copy
+        from reference_form import reference_backbone, scatter_bytes
+
+        from mmsfr.models import CondenseNetV2
+        ours = deploy_copy(condensed(CondenseNetV2('a')))
+        ref = reference_backbone(ours)
+        x = torch.rand(2, 3, 64, 96)
+        with torch.no_grad():
+            for a, b in zip(ours(x), ref(x)):
+                assert ((a - b).abs().max() / b.abs().max()) < 1e-5
+        # dense float matrices vs int64 indices: i * i * 4 bytes vs i * 8 per layer
+        assert scatter_bytes(ref) > 50 * scatter_bytes(ours)
+        with pytest.raises(ValueError, match='deploy-form'):
+            reference_backbone(CondenseNetV2('a'))
+    finally:
+        sys.path.remove(str(REPO / 'bench'))

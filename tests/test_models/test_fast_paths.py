@@ -1,0 +1,132 @@
+"""CPU kernels of the deploy forms: same results as the canonical ops, both paths."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from conftest import randomise_bn
+from mmsfr.models import CondenseNetV2, SFRShuffleNetV2
+from mmsfr.models.layers import (avg_pool2x2, condense_model, grouped_conv2d,
+                                 grouped_pointwise, inference_fast_path)
+from mmsfr.models.layers.shuffle import channel_shuffle
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize('n', [1, 3])
+@pytest.mark.parametrize('groups,c_in,c_out', [(4, 8, 12), (8, 64, 32), (1, 5, 7)])
+def test_grouped_pointwise_equals_conv_with_folded_shuffles(n, groups, c_in, c_out):
+    torch.manual_seed(0)
+    x, w = torch.randn(n, c_in, 5, 7), torch.randn(c_out, c_in // groups, 1, 1)
+    ref = F.conv2d(x, w, groups=groups)
+    assert rel(grouped_pointwise(x, w, groups), ref) < 1e-6
+    assert rel(grouped_pointwise(x, w, groups, shuffle_output=True),
+               channel_shuffle(ref, groups)) < 1e-6
+    shuffled_in = channel_shuffle(x, c_in // groups)  # group g <- channels g, g + G, ...
+    assert rel(grouped_pointwise(x, w, groups, strided_input=True),
+               F.conv2d(shuffled_in, w, groups=groups)) < 1e-6
+    with pytest.raises(ValueError, match='does not fit'):
+        grouped_pointwise(x, torch.randn(c_out, c_in // groups + 1, 1, 1), groups)
+
+
+@pytest.mark.parametrize('c_in,c_out,groups,stride', [
+    (32, 8, 8, 1),    # 1 output per group: one depthwise pass
+    (64, 16, 8, 1),   # 2 outputs per group: two passes
+    (32, 8, 8, 2),
+    (128, 32, 8, 1),  # 4 outputs per group: plain conv
+    (16, 16, 16, 1),  # depthwise itself
+])
+def test_grouped_conv2d_equals_conv_values_and_grads(c_in, c_out, groups, stride):
+    torch.manual_seed(0)
+    x = torch.randn(2, c_in, 9, 11, requires_grad=True)
+    w = torch.randn(c_out, c_in // groups, 3, 3, requires_grad=True)
+    y = grouped_conv2d(x, w, stride, 1, groups)
+    ref = F.conv2d(x, w, None, stride, 1, 1, groups)
+    assert y.shape == ref.shape and rel(y, ref) < 1e-5
+    g = torch.randn_like(ref)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    rx, rw = torch.autograd.grad(ref, (x, w), g)
+    assert rel(gx, rx) < 1e-5 and rel(gw, rw) < 1e-5
+
+
+@pytest.mark.parametrize('h,w', [(8, 8), (7, 9), (2, 3)])
+def test_avg_pool2x2_matches_avg_pool_in_both_paths(h, w):
+    x = torch.randn(2, 3, h, w)
+    ref = F.avg_pool2d(x, 2, 2)
+    with torch.no_grad():
+        assert inference_fast_path()
+        assert rel(avg_pool2x2(x), ref) < 1e-6
+    assert not inference_fast_path()  # grad mode: the canonical op
+    assert torch.equal(avg_pool2x2(x), ref)
+
+
+def test_fast_path_is_off_while_ops_are_observed():
+    class Names(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func._overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Names() as seen:
+        assert not inference_fast_path()
+        avg_pool2x2(torch.rand(1, 2, 4, 4))
+    assert 'avg_pool2d' in seen.names
+
+
+def condensed_pair(model):
+    randomise_bn(model)
+    condense_model(model, 1.0)
+    model.eval()
+    deploy = copy.deepcopy(model)
+    deploy.switch_to_deploy()
+    return model, deploy
+
+
+@pytest.mark.parametrize('n', [1, 2])
+def test_dense_blocks_in_place_path_equals_functional_path(n):
+    torch.manual_seed(0)
+    arch = dict(depths=(2, 3, 2), growths=(8, 8, 16), groups=4, condense_factor=4,
+                sparse_factor=4, hs_from=1, se_from=2)
+    masked, deploy = condensed_pair(CondenseNetV2(arch, out_indices=(0, 1, 2)))
+    x = torch.rand(n, 3, 33, 47)
+    for model in (masked, deploy):
+        with torch.no_grad():  # in-place buffers, fast kernels
+            fast = model(x)
+        with torch.enable_grad():  # concatenations, canonical ops
+            slow = model(x)
+        for a, b in zip(fast, slow):
+            assert a.shape == b.shape and rel(a, b.detach()) < 1e-5
+    with torch.no_grad():
+        for a, b in zip(masked(x), deploy(x)):
+            assert rel(b, a) < 1e-5
+
+
+def test_sfr_shufflenet_in_place_path_equals_functional_path():
+    torch.manual_seed(0)
+    masked, deploy = condensed_pair(SFRShuffleNetV2('0.5x'))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        fast = deploy(x)
+        ref = masked(x)
+    slow = deploy(x)
+    for a, b, c in zip(fast, slow, ref):
+        assert rel(a, b.detach()) < 1e-5 and rel(a, c) < 1e-5
+
+
+def test_deploy_backbone_trains_through_the_functional_path():
+    torch.manual_seed(0)
+    _, deploy = condensed_pair(CondenseNetV2('a'))
+    deploy.train()
+    out = deploy(torch.rand(2, 3, 64, 64))
+    sum(o.mean() for o in out).backward()
+    grads = [p.grad for p in deploy.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert isinstance(deploy.blocks[0], nn.Sequential)  # state_dict keys blocks.b.l
