@@ -37,6 +37,12 @@ def test_benchmark_runs_in_quick_mode(script):
     assert '| met' in out.stdout or '| NOT met' in out.stdout
 
 
+def test_tuned_malloc_reruns_with_the_setting():
+    out = run('bench/detection_backbone.py', '--quick', '--tuned-malloc')
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'allocator: glibc.malloc.mmap_threshold=4294967296' in out.stdout
+
+
 def test_benchmarks_reject_bad_arguments():
     out = run('bench/latency_224.py', '--repeats', '0')
     assert out.returncode == 2 and '--repeats must be >= 1, got 0' in out.stderr

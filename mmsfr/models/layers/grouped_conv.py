@@ -93,6 +93,14 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
         raise ValueError(f'grouped_pointwise: weight {tuple(weight.shape)} with groups={groups} '
                          f'does not fit {c_in} input channels')
     mats = weight.reshape(groups, c_out // groups, c_in // groups)
+    if shuffle_output and not strided_input and inference_fast_path():
+        # Write each image's GEMM result straight into the shuffled layout.
+        out = x.new_empty(n, c_out, h, w)
+        cols = x.reshape(n, groups, c_in // groups, h * w)
+        for image, image_out in zip(cols, out):
+            torch.bmm(mats, image,
+                      out=image_out.view(c_out // groups, groups, h * w).transpose(0, 1))
+        return out
     if strided_input:
         cols = x.reshape(n, c_in // groups, groups, h * w).transpose(1, 2)
     else:
