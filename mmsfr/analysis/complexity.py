@@ -41,7 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..models.layers import condensing_layers, convert_to_deploy
 
-__all__ = ['ComplexityCounter', 'count_complexity', 'count_mmengine', 'count_params',
+__all__ = ['ComplexityCounter', 'config_forward', 'count_complexity', 'count_mmengine', 'count_params',
            'to_deploy_form', 'format_count']
 
 aten = torch.ops.aten
@@ -344,3 +344,47 @@ def format_count(value: float, unit: str | None = None, digits: int = 2) -> str:
         unit = 'G' if abs(value) >= 1e9 else 'M'
     scale = {'M': 1e6, 'G': 1e9}[unit]
     return f'{value / scale:.{digits}f}{unit}'
+
+
+def _is_detector(model: nn.Module) -> bool:
+    try:
+        from mmdet.models.detectors import BaseDetector
+    except ImportError:  # pragma: no cover - mmdet is a dependency of mmsfr
+        return False
+    return isinstance(model, BaseDetector)
+
+
+def config_forward(model: nn.Module, cfg: Any, hw: tuple[int, int]
+                   ) -> tuple[tuple[int, int], Callable[[nn.Module, torch.Tensor], Any]]:
+    """The (padded) input size and a ``forward(model, inputs)`` to count a config's model.
+
+    Detectors get dummy ``DetDataSample`` metainfo and run whole with
+    ``mode='tensor'`` (no post-processing of the final outputs) on an input padded to
+    the data preprocessor's ``pad_size_divisor``; other models are called as
+    ``model(inputs)``.
+
+    Args:
+        model: The model built from ``cfg``.
+        cfg: Its mmengine config (for the data preprocessor).
+        hw: Requested input height and width.
+
+    Example:
+        >>> hw, fwd = config_forward(nn.Conv2d(3, 4, 1), {}, (7, 9))
+        >>> hw
+        (7, 9)
+    """
+    if not _is_detector(model):
+        return hw, lambda m, x: m(x)
+    from mmdet.structures import DetDataSample
+
+    preprocessor = cfg['model'].get('data_preprocessor') or {}
+    divisor = int(preprocessor.get('pad_size_divisor', 1) or 1)
+    padded = tuple(int(math.ceil(s / divisor) * divisor) for s in hw)
+    sample = DetDataSample(metainfo=dict(
+        img_shape=hw, ori_shape=hw, pad_shape=padded, batch_input_shape=padded,
+        scale_factor=(1.0, 1.0)))
+
+    def forward(m: nn.Module, x: torch.Tensor) -> Any:
+        return m(x, [sample] * x.shape[0], mode='tensor')
+
+    return padded, forward

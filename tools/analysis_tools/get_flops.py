@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
-from typing import Any, Callable
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from torch import nn
@@ -72,42 +69,6 @@ def build_model(cfg: Config) -> nn.Module:
     return models.build(cfg.model)
 
 
-def _is_detector(model: nn.Module) -> bool:
-    try:
-        from mmdet.models.detectors import BaseDetector
-    except ImportError:  # pragma: no cover - mmdet is a dependency of mmsfr
-        return False
-    return isinstance(model, BaseDetector)
-
-
-Forward = Callable[[nn.Module, torch.Tensor], Any]
-
-
-def make_forward(model: nn.Module, cfg: Config,
-                 hw: tuple[int, int]) -> tuple[tuple[int, int], Forward]:
-    """Return the (padded) input size and a ``forward(model, inputs)`` for the model.
-
-    Detectors get dummy ``DetDataSample`` metainfo and are run with
-    ``mode='tensor'`` (whole detector, no post-processing of the final outputs);
-    other models are called as ``model(inputs)``.
-    """
-    if not _is_detector(model):
-        return hw, lambda m, x: m(x)
-    from mmdet.structures import DetDataSample
-
-    preprocessor = cfg.model.get('data_preprocessor') or {}
-    divisor = int(preprocessor.get('pad_size_divisor', 1) or 1)
-    padded = tuple(int(math.ceil(s / divisor) * divisor) for s in hw)
-    sample = DetDataSample(metainfo=dict(
-        img_shape=hw, ori_shape=hw, pad_shape=padded, batch_input_shape=padded,
-        scale_factor=(1.0, 1.0)))
-
-    def forward(m: nn.Module, x: torch.Tensor) -> Any:
-        return m(x, [sample] * x.shape[0], mode='tensor')
-
-    return padded, forward
-
-
 def _fmt(value: float | None, unit: str) -> str:
     from mmsfr.analysis import format_count
     return 'n/a' if value is None else format_count(value, unit)
@@ -116,7 +77,7 @@ def _fmt(value: float | None, unit: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the tool; returns the exit code."""
     args = parse_args(argv)
-    from mmsfr.analysis import count_complexity, count_mmengine
+    from mmsfr.analysis import config_forward, count_complexity, count_mmengine
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -124,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     hw = (args.shape[0], args.shape[0]) if len(args.shape) == 1 else tuple(args.shape)
     model = build_model(cfg)
     model.eval()
-    hw, forward = make_forward(model, cfg, hw)
+    hw, forward = config_forward(model, cfg, hw)
     shape = (3, *hw)
     as_deploy = not args.as_is
 
