@@ -311,20 +311,31 @@ def _kernel_abs(weight: torch.Tensor) -> torch.Tensor:
     return w.amax(dim=(2, 3)) if w.dim() == 4 else w
 
 
+def _masked_weights(sd: dict, key: str,
+                    weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Train-time layer: |masked weight| and the kept (unpruned) positions."""
+    mask = sd[f'{key}._mask'].to(torch.float64)
+    kept = mask.amax(dim=(2, 3)) > 0 if mask.dim() == 4 else mask > 0
+    return _kernel_abs(weight * mask), kept, 'train'
+
+
+def _deploy_index(sd: dict, key: str) -> torch.Tensor:
+    """Deploy layer: its index buffer (raises when the layer has neither form)."""
+    if f'{key}.index' not in sd:
+        raise ValueError(f'{key}: neither _mask (train-time) nor index (deploy) found')
+    return sd[f'{key}.index'].long().flatten()
+
+
 def _lgc_weights(sd: dict, key: str, in_channels: int,
                  groups: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Dense ``(out, in)`` |w| and kept mask of an LGC, from either form."""
     weight = sd[f'{key}.conv.weight']
     if f'{key}._mask' in sd:
-        mask = sd[f'{key}._mask'].to(torch.float64)
         if weight.shape[1] != in_channels:
             raise ValueError(f'{key}: reads {weight.shape[1]} channels, but the layout '
                              f'(stem and growth rates) gives {in_channels}')
-        kept = mask.amax(dim=(2, 3)) > 0 if mask.dim() == 4 else mask > 0
-        return _kernel_abs(weight * mask), kept, 'train'
-    if f'{key}.index' not in sd:
-        raise ValueError(f'{key}: neither _mask (train-time) nor index (deploy) found')
-    index = sd[f'{key}.index'].long().flatten()
+        return _masked_weights(sd, key, weight)
+    index = _deploy_index(sd, key)
     n, per_group = index.numel(), weight.shape[1]
     if n % per_group or n // per_group != groups:
         raise ValueError(f'{key}: index of {n} channels and weight {tuple(weight.shape)} '
@@ -350,15 +361,11 @@ def _sfr_weights(sd: dict, key: str, in_channels: int,
     """Dense ``(old, new)`` |w| and kept mask of an SFR, from either form."""
     weight = sd[f'{key}.conv.weight']
     if f'{key}._mask' in sd:
-        mask = sd[f'{key}._mask'].to(torch.float64)
         if tuple(weight.shape[:2]) != (in_channels, growth):
             raise ValueError(f'{key}: weight {tuple(weight.shape)} does not map {growth} new '
                              f'to {in_channels} old channels')
-        kept = mask.amax(dim=(2, 3)) > 0 if mask.dim() == 4 else mask > 0
-        return _kernel_abs(weight * mask), kept, 'train'
-    if f'{key}.index' not in sd:
-        raise ValueError(f'{key}: neither _mask (train-time) nor index (deploy) found')
-    index = sd[f'{key}.index'].long().flatten()
+        return _masked_weights(sd, key, weight)
+    index = _deploy_index(sd, key)
     per_group = weight.shape[1]
     if growth % per_group or index.numel() != weight.shape[0]:
         raise ValueError(f'{key}: index of {index.numel()} channels and weight '
