@@ -97,9 +97,7 @@ def main(argv=None) -> int:
     base = times['torchvision MobileNetV2']
     rows = []
     for name, model in models.items():
-        fwd = None if not hasattr(model, 'data_preprocessor') else (
-            lambda m, t: m(t, mode='tensor'))
-        n_macs = macs(model, (1, 3, size, size), forward=fwd)
+        n_macs = macs(model, (1, 3, size, size), forward=lambda m, t: classify(m)(t))
         gflops = 2 * n_macs / times[name] / 1e9
         rows.append([name, n_macs / 1e6, times[name] * 1e3, times[name] / base, gflops,
                      f'{100 * gflops / ceiling:.0f}%'])

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsfr.models.backbones.condensenet import CondenseNetV2
+from mmsfr.models.layers import channel_shuffle
 
 
 class FourOpHardSwish(nn.Module):
@@ -32,11 +33,6 @@ def _act(act: nn.Module) -> nn.Module:
     return FourOpHardSwish() if isinstance(act, nn.Hardswish) else nn.ReLU()
 
 
-def _shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
-
-
 class ReferenceLGC(nn.Module):
     def __init__(self, lgc: nn.Module) -> None:
         super().__init__()
@@ -47,7 +43,7 @@ class ReferenceLGC(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(self.act(self.norm(torch.index_select(x, 1, self.index))))
-        return _shuffle(x, self.groups)
+        return channel_shuffle(x, self.groups)
 
 
 class ReferenceSFR(nn.Module):
@@ -61,7 +57,7 @@ class ReferenceSFR(nn.Module):
         self.register_buffer('scatter', scatter)  # dense float (G * i / S, i)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(_shuffle(self.act(self.norm(x)), self.in_per_group))
+        x = self.conv(channel_shuffle(self.act(self.norm(x)), self.in_per_group))
         n, c, h, w = x.shape
         x = torch.matmul(x.view(n, c, h * w).transpose(1, 2).contiguous(), self.scatter)
         return x.transpose(1, 2).contiguous().view(n, -1, h, w)

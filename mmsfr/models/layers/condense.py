@@ -25,7 +25,6 @@ becomes BN -> act -> input shuffle -> grouped conv -> ``index_add`` into the old
 features. Both are exact in eval mode. The 1x1 grouped convs run as one batched GEMM
 whose strides absorb the shuffles (:mod:`.grouped_conv`); the weights keep the layout
 of the released converted files.
-e.
 """
 from __future__ import annotations
 
