@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -39,6 +40,30 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument('--quick', action='store_true',
                         help='smoke mode: tiny inputs and 1 round, checks only that it runs')
     return parser
+
+
+#: glibc malloc keeping freed memory instead of unmapping it (thresholds of 4 / 16 GiB).
+TUNED_MALLOC = 'glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184'
+
+MALLOC_HELP = ('re-run with GLIBC_TUNABLES telling glibc malloc to keep freed memory: '
+               'by default large tensors are fresh mmaps (and freed heap tops are trimmed), '
+               'whose pages fault in on first touch; every model of the run gets the same '
+               'setting')
+
+
+def add_malloc_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--tuned-malloc`` (see :func:`apply_malloc_arg`)."""
+    parser.add_argument('--tuned-malloc', action='store_true', help=MALLOC_HELP)
+
+
+def apply_malloc_arg(args: argparse.Namespace) -> str:
+    """Re-execute the script under :data:`TUNED_MALLOC` if ``--tuned-malloc`` asks for it
+    (glibc reads the setting only at start-up); return the allocator in use, for the
+    report."""
+    if args.tuned_malloc and os.environ.get('GLIBC_TUNABLES') != TUNED_MALLOC:
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  dict(os.environ, GLIBC_TUNABLES=TUNED_MALLOC))
+    return os.environ.get('GLIBC_TUNABLES') or 'default glibc malloc'
 
 
 def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -25,19 +25,14 @@ setting; the first line of the output says which one was used.
 """
 from __future__ import annotations
 
-import os
-import sys
-
 import torch
 from mmdet.models.backbones import ResNet
 
-from _common import (base_parser, check_positive, condensed, deploy_copy, macs,
-                     print_table, rel_diff, time_interleaved, verdict)
+from _common import (add_malloc_arg, apply_malloc_arg, base_parser, check_positive,
+                     condensed, deploy_copy, macs, print_table, rel_diff, time_interleaved,
+                     verdict)
 from mmsfr.models import CondenseNetV2
 from reference_form import reference_backbone, scatter_bytes
-
-#: glibc malloc keeping freed memory instead of unmapping it (thresholds of 4 / 16 GiB).
-TUNED_MALLOC = 'glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184'
 
 
 def main(argv=None) -> int:
@@ -46,15 +41,12 @@ def main(argv=None) -> int:
     parser.add_argument('--shape', type=int, nargs=2, default=[800, 1333],
                         metavar=('H', 'W'), help='input size (default 800 1333)')
     parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
-    parser.add_argument('--tuned-malloc', action='store_true',
-                        help='re-run with GLIBC_TUNABLES keeping freed memory (see above)')
+    add_malloc_arg(parser)
     parser.add_argument('--profile', action='store_true',
                         help='also print the top ops of one mmsfr forward')
     args = parser.parse_args(argv)
     check_positive(parser, args, 'threads')
-    if args.tuned_malloc and os.environ.get('GLIBC_TUNABLES') != TUNED_MALLOC:
-        os.execve(sys.executable, [sys.executable, *sys.argv],
-                  dict(os.environ, GLIBC_TUNABLES=TUNED_MALLOC))
+    malloc = apply_malloc_arg(args)
     if min(args.shape) < 32:
         parser.error(f'--shape must be >= 32 on each side, got {args.shape}')
     torch.set_num_threads(args.threads)
@@ -79,7 +71,6 @@ def main(argv=None) -> int:
     ours_t = times['mmsfr CondenseNetV2-C (deploy)']
     rows = [[name, macs(m, (1, 3, h, w)) / 1e9, times[name], times[name] / ours_t]
             for name, m in models.items()]
-    malloc = os.environ.get('GLIBC_TUNABLES') or 'default glibc malloc'
     print(f'input 1x3x{h}x{w}, {args.threads} thread(s), {repeats} interleaved rounds '
           f'after {warmup} warm-up (backbone only, no autograd); allocator: {malloc}')
     print_table('Backbone latency (median)', ['backbone', 'GMACs', 's', 'x mmsfr'], rows)

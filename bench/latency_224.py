@@ -4,6 +4,7 @@
 Example:
     python bench/latency_224.py                 # 1 thread, 30 interleaved rounds
     python bench/latency_224.py --threads 2 --repeats 50
+    python bench/latency_224.py --tuned-malloc  # glibc keeps freed memory (less noise)
 
 Every model runs with random weights (random BN statistics, condensed to the end of
 its schedule) on the same input; one table row per model with the median latency,
@@ -23,6 +24,11 @@ The targets checked at the end: CondenseNetV2-C deploy <= 1.0x MobileNetV2;
 deploy >= 2x faster than the masked form; SFR-ShuffleNetV2 1.5x deploy <= 1.1x
 torchvision ShuffleNetV2 1.5x. Outputs of the three CondenseNetV2-C forms are compared
 (max relative difference).
+
+``--tuned-malloc``: as in ``bench/detection_backbone.py``, re-run with glibc's malloc
+keeping freed memory. Even at 224 the default allocator returns freed heap tops to the
+system, and the page faults of the next allocation vary from run to run by tens of
+percent; the first output line names the allocator used.
 """
 from __future__ import annotations
 
@@ -31,8 +37,9 @@ import copy
 import torch
 import torchvision
 
-from _common import (base_parser, build, check_positive, condensed, deploy_copy,
-                     gemm_gflops, macs, print_table, rel_diff, time_interleaved, verdict)
+from _common import (add_malloc_arg, apply_malloc_arg, base_parser, build, check_positive,
+                     condensed, deploy_copy, gemm_gflops, macs, print_table, rel_diff,
+                     time_interleaved, verdict)
 from reference_form import reference_backbone
 
 CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
@@ -65,8 +72,10 @@ class ReferenceClassifier(torch.nn.Module):
 def main(argv=None) -> int:
     parser = base_parser(__doc__)
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    add_malloc_arg(parser)
     args = parser.parse_args(argv)
     check_positive(parser, args, 'threads')
+    malloc = apply_malloc_arg(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size = 64 if args.quick else 224
@@ -102,7 +111,8 @@ def main(argv=None) -> int:
         rows.append([name, n_macs / 1e6, times[name] * 1e3, times[name] / base, gflops,
                      f'{100 * gflops / ceiling:.0f}%'])
     print(f'input 1x3x{size}x{size}, {args.threads} thread(s), {repeats} interleaved '
-          f'rounds after {warmup} warm-up; dense GEMM ceiling {ceiling:.1f} GFLOP/s')
+          f'rounds after {warmup} warm-up; dense GEMM ceiling {ceiling:.1f} GFLOP/s; '
+          f'allocator: {malloc}')
     print_table('Latency (median)', ['model', 'MMACs', 'ms', 'x MobileNetV2', 'GFLOP/s',
                                      'of GEMM'], rows)
 

@@ -37,8 +37,9 @@ def test_benchmark_runs_in_quick_mode(script):
     assert '| met' in out.stdout or '| NOT met' in out.stdout
 
 
-def test_tuned_malloc_reruns_with_the_setting():
-    out = run('bench/detection_backbone.py', '--quick', '--tuned-malloc')
+@pytest.mark.parametrize('script', ['detection_backbone.py', 'latency_224.py'])
+def test_tuned_malloc_reruns_with_the_setting(script):
+    out = run(f'bench/{script}', '--quick', '--tuned-malloc')
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'allocator: glibc.malloc.mmap_threshold=4294967296' in out.stdout
 

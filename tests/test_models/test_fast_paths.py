@@ -37,6 +37,20 @@ def test_grouped_pointwise_equals_conv_with_folded_shuffles(n, groups, c_in, c_o
         grouped_pointwise(x, torch.randn(c_out, c_in // groups + 1, 1, 1), groups)
 
 
+@pytest.mark.parametrize('shuffle_output', [False, True])
+def test_grouped_pointwise_bias_is_added_per_output_channel_in_both_paths(shuffle_output):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 16, 5, 3), torch.randn(12, 4, 1, 1), torch.randn(12)
+    ref = F.conv2d(x, w, groups=4)
+    if shuffle_output:
+        ref = channel_shuffle(ref, 4)
+    ref = ref + b.view(-1, 1, 1)
+    with torch.no_grad():  # baddbmm into the shuffled layout
+        fast = grouped_pointwise(x, w, 4, shuffle_output=shuffle_output, bias=b)
+    slow = grouped_pointwise(x, w, 4, shuffle_output=shuffle_output, bias=b)
+    assert rel(fast, ref) < 1e-6 and rel(slow, ref) < 1e-6
+
+
 @pytest.mark.parametrize('c_in,c_out,groups,stride', [
     (32, 8, 8, 1),    # 1 output per group: one depthwise pass
     (64, 16, 8, 1),   # 2 outputs per group: two passes
@@ -110,6 +124,37 @@ def test_dense_blocks_in_place_path_equals_functional_path(n):
     with torch.no_grad():
         for a, b in zip(masked(x), deploy(x)):
             assert rel(b, a) < 1e-5
+
+
+def test_folded_lgc_norm_follows_changed_weights_and_train_mode():
+    torch.manual_seed(0)
+    arch = dict(depths=(2,), growths=(8,), groups=4, condense_factor=4, sparse_factor=4)
+    _, deploy = condensed_pair(CondenseNetV2(arch, out_indices=(0,)))
+    layer = deploy.blocks[0][1]
+    x = torch.rand(2, 3, 16, 16)
+
+    def check():
+        with torch.no_grad():
+            fast = deploy(x)[0]
+        slow = deploy(x)[0].detach()  # canonical path: BN after the GEMM
+        assert rel(fast, slow) < 1e-5
+        return fast
+
+    before = check()
+    folded = layer.lgc_with_norm()
+    assert layer.lgc_with_norm() is folded  # cached while nothing changes
+    with torch.no_grad():
+        layer.conv_2.norm.running_var.mul_(4)  # in place: version counter moves
+    after = check()
+    assert rel(after, before) > 1e-3 and layer.lgc_with_norm() is not folded
+    state = copy.deepcopy(deploy.state_dict())
+    state['blocks.0.1.conv_1.conv.weight'] *= -1
+    deploy.load_state_dict(state)
+    assert rel(check(), after) > 1e-3
+    deploy.train()  # batch statistics: the folded eval-mode BN must not be used
+    with torch.no_grad():
+        fast = deploy(x)[0]
+    assert rel(fast, deploy(x)[0].detach()) < 1e-5
 
 
 def test_sfr_shufflenet_in_place_path_equals_functional_path():

@@ -78,29 +78,43 @@ def build_act(act_cfg: dict | None) -> nn.Module:
 INPLACE_MIN_NUMEL = 1 << 22
 
 
-def norm_act(norm: nn.BatchNorm2d, act: nn.Module, x: torch.Tensor, *,
-             owned: bool = False) -> torch.Tensor:
-    """``act(norm(x))``; overwrites ``x`` when it is ``owned`` and nothing needs it.
-
-    In :func:`~mmsfr.models.layers.inference_fast_path` with an eval-mode BN, a
-    tensor the caller owns (a fresh intermediate) is normalised and activated in place,
-    saving two full-size allocations per pre-activation unit: at detection input
-    sizes fresh allocations cost page faults that exceed the arithmetic. Below
-    ``INPLACE_MIN_NUMEL`` elements the fused kernel of ``BatchNorm2d`` is faster.
-    """
-    if not (owned and x.numel() >= INPLACE_MIN_NUMEL and not norm.training
-            and norm.running_var is not None and inference_fast_path()
-            and isinstance(act, (nn.ReLU, nn.Hardswish, nn.Identity))):
-        return act(norm(x))
-    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-    shift = norm.bias - norm.running_mean * scale
-    shape = (-1,) + (1,) * (x.dim() - 2)
-    x = torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)
+def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``, overwriting ``x`` for ReLU / hard-swish / identity (``x`` must be a
+    temporary nobody else reads)."""
     if isinstance(act, nn.ReLU):
         return x.relu_()
     if isinstance(act, nn.Hardswish):
         return nn.functional.hardswish(x, inplace=True)
-    return x
+    if isinstance(act, nn.Identity):
+        return x
+    return act(x)
+
+
+def norm_act(norm: nn.BatchNorm2d, act: nn.Module, x: torch.Tensor, *,
+             owned: bool = False) -> torch.Tensor:
+    """``act(norm(x))``; overwrites ``x`` when it is ``owned`` and nothing needs it.
+
+    In :func:`~mmsfr.models.layers.inference_fast_path` the activation runs in place
+    on the normalised tensor, and with an eval-mode BN a tensor the caller owns (a
+    fresh intermediate) of at least ``INPLACE_MIN_NUMEL`` elements is normalised in
+    place too, saving two full-size allocations per pre-activation unit: at detection
+    input sizes fresh allocations cost page faults that exceed the arithmetic. Below
+    that size the fused kernel of ``BatchNorm2d`` is faster.
+    """
+    if not inference_fast_path():
+        return act(norm(x))
+    if not (owned and x.numel() >= INPLACE_MIN_NUMEL and not norm.training
+            and norm.running_var is not None):
+        return activate_(act, norm(x))
+    scale, shift = eval_affine(norm)
+    shape = (-1,) + (1,) * (x.dim() - 2)
+    return activate_(act, torch.addcmul(shift.view(shape), x, scale.view(shape), out=x))
+
+
+def eval_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` with ``norm(x) == x * scale + shift`` per channel in eval mode."""
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    return scale, norm.bias - norm.running_mean * scale
 
 
 class PreActConv(nn.Module):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 __all__ = ['DEPTHWISE_MAX_OUT', 'avg_pool2x2', 'grouped_conv2d', 'grouped_pointwise',
            'inference_fast_path']
@@ -38,8 +39,6 @@ def inference_fast_path() -> bool:
     ``torch.jit`` / ``torch.export`` / ONNX tracing, and no ``TorchDispatchMode``
     observing the aten calls (complexity counters count pooling by its op).
     """
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
     return not (torch.is_grad_enabled() or torch.jit.is_tracing()
                 or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None)
 
@@ -64,8 +63,8 @@ def avg_pool2x2(x: torch.Tensor) -> torch.Tensor:
 
 
 def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
-                      strided_input: bool = False,
-                      shuffle_output: bool = False) -> torch.Tensor:
+                      strided_input: bool = False, shuffle_output: bool = False,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
     """1x1 grouped convolution as a batched matrix product.
 
     Args:
@@ -77,6 +76,8 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
             the block ``g * C_in / G ...`` (equal to shuffling the input first).
         shuffle_output: Output ``k`` of group ``g`` goes to channel ``k * G + g``
             instead of ``g * C_out / G + k`` (equal to shuffling the output after).
+        bias: Optional (C_out,) added to output channel ``c`` (in the returned order);
+            in the fast path it is the GEMM's accumulator start (no extra pass).
 
     Returns:
         (N, C_out, H, W).
@@ -97,9 +98,13 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
         # Write each image's GEMM result straight into the shuffled layout.
         out = x.new_empty(n, c_out, h, w)
         cols = x.reshape(n, groups, c_in // groups, h * w)
-        for image, image_out in zip(cols, out):
-            torch.bmm(mats, image,
-                      out=image_out.view(c_out // groups, groups, h * w).transpose(0, 1))
+        start = None if bias is None else bias.view(c_out // groups, groups).t()[..., None]
+        for i in range(n):
+            dst = out[i].view(c_out // groups, groups, h * w).transpose(0, 1)
+            if start is None:
+                torch.bmm(mats, cols[i], out=dst)
+            else:
+                torch.baddbmm(start, mats, cols[i], out=dst)
         return out
     if strided_input:
         cols = x.reshape(n, c_in // groups, groups, h * w).transpose(1, 2)
@@ -108,7 +113,8 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
     y = torch.matmul(mats, cols)  # (N, G, C_out / G, H * W)
     if shuffle_output:
         y = y.transpose(1, 2)
-    return y.reshape(n, c_out, h, w)
+    y = y.reshape(n, c_out, h, w)
+    return y if bias is None else y + bias.view(-1, 1, 1)
 
 
 def uses_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
