@@ -5,6 +5,8 @@ Example:
     python bench/latency_224.py                 # 1 thread, 30 interleaved rounds
     python bench/latency_224.py --threads 2 --repeats 50
     python bench/latency_224.py --tuned-malloc  # glibc keeps freed memory (less noise)
+    python bench/latency_224.py --size 32       # fixed per-call costs dominate
+    python bench/latency_224.py --batch 8       # throughput
 
 Every model runs with random weights (random BN statistics, condensed to the end of
 its schedule) on the same input; one table row per model with the median latency,
@@ -72,13 +74,20 @@ class ReferenceClassifier(torch.nn.Module):
 def main(argv=None) -> int:
     parser = base_parser(__doc__)
     parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    parser.add_argument('--size', type=int, default=224,
+                        help='input height and width (default 224; the targets are for 224)')
+    parser.add_argument('--batch', type=int, default=1,
+                        help='images per forward (default 1; the targets are for 1)')
     add_malloc_arg(parser)
     args = parser.parse_args(argv)
-    check_positive(parser, args, 'threads')
+    check_positive(parser, args, 'threads', 'batch')
+    if args.size < 32:
+        parser.error(f'--size must be >= 32 (five stride-2 stages), got {args.size}')
     malloc = apply_malloc_arg(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    size = 64 if args.quick else 224
+    size = 64 if args.quick else args.size
+    batch = args.batch
     repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
     archs = ('a',) if args.quick else ('a', 'b', 'c')
 
@@ -97,7 +106,7 @@ def main(argv=None) -> int:
     models['SFR-ShuffleNetV2 1.5x deploy'] = deploy_copy(sfr_masked)
     models['SFR-ShuffleNetV2 1.5x masked'] = sfr_masked
 
-    x = torch.rand(1, 3, size, size)
+    x = torch.rand(batch, 3, size, size)
     fns = {name: (lambda f=classify(m): f(x)) for name, m in models.items()}
     with torch.inference_mode():
         outs = {name: fn() for name, fn in fns.items()}
@@ -106,11 +115,11 @@ def main(argv=None) -> int:
     base = times['torchvision MobileNetV2']
     rows = []
     for name, model in models.items():
-        n_macs = macs(model, (1, 3, size, size), forward=lambda m, t: classify(m)(t))
+        n_macs = macs(model, (batch, 3, size, size), forward=lambda m, t: classify(m)(t))
         gflops = 2 * n_macs / times[name] / 1e9
         rows.append([name, n_macs / 1e6, times[name] * 1e3, times[name] / base, gflops,
                      f'{100 * gflops / ceiling:.0f}%'])
-    print(f'input 1x3x{size}x{size}, {args.threads} thread(s), {repeats} interleaved '
+    print(f'input {batch}x3x{size}x{size}, {args.threads} thread(s), {repeats} interleaved '
           f'rounds after {warmup} warm-up; dense GEMM ceiling {ceiling:.1f} GFLOP/s; '
           f'allocator: {malloc}')
     print_table('Latency (median)', ['model', 'MMACs', 'ms', 'x MobileNetV2', 'GFLOP/s',

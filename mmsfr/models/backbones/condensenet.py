@@ -59,11 +59,21 @@ class DenseLayer(nn.Module):
                                                  factor=sparse_factor, act_cfg=act_cfg,
                                                  deploy=deploy)
 
-    def new_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The ``k`` channels this layer appends (before reactivating ``x``)."""
+    def new_features(self, x: torch.Tensor, channels: int | None = None) -> torch.Tensor:
+        """The ``k`` channels this layer appends (before reactivating ``x``).
+
+        ``channels``: only the first ``channels`` channels of ``x`` are the layer's
+        input (``x`` is a dense block's pre-allocated buffer). The deploy LGC then
+        gathers its inputs from the whole, contiguous buffer by index; a channel slice
+        of a batch is not contiguous and would be copied first.
+        """
         lgc, conv_2 = self.conv_1, self.conv_2
-        if (lgc.deploy and lgc.kernel_size == 1 and not conv_2.norm.training
+        if not (lgc.deploy and lgc.kernel_size == 1 and not conv_2.norm.training
                 and inference_fast_path()):
+            if channels is not None:
+                x = x[:, :channels]
+            new = conv_2(lgc(x), owned=True)
+        else:
             # conv_2's BN folded into the LGC's GEMM: one pass less over 4k channels.
             z = norm_act(lgc.norm, lgc.act, x.index_select(1, lgc.index), owned=True)
             weight, bias = self.lgc_with_norm()
@@ -71,8 +81,6 @@ class DenseLayer(nn.Module):
                                                         shuffle_output=True, bias=bias))
             conv = conv_2.conv
             new = grouped_conv2d(y, conv.weight, conv.stride[0], conv.padding[0], conv.groups)
-        else:
-            new = conv_2(lgc(x), owned=True)
         return new if self.se is None else self.se(new)
 
     def lgc_with_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +140,7 @@ class DenseBlock(nn.Sequential):
         out[:, :c] = x
         for layer in self:
             old = out[:, :c]
-            new = layer.new_features(old)
+            new = layer.new_features(out, c)
             if layer.sfr is not None:
                 layer.sfr.reactivate_(new, old)
             out[:, c:c + layer.growth] = new

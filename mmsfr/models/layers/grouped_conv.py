@@ -94,22 +94,28 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
         raise ValueError(f'grouped_pointwise: weight {tuple(weight.shape)} with groups={groups} '
                          f'does not fit {c_in} input channels')
     mats = weight.reshape(groups, c_out // groups, c_in // groups)
-    if shuffle_output and not strided_input and inference_fast_path():
-        # Write each image's GEMM result straight into the shuffled layout.
-        out = x.new_empty(n, c_out, h, w)
+    if strided_input:
+        cols = x.reshape(n, c_in // groups, groups, h * w).transpose(1, 2)
+    else:
         cols = x.reshape(n, groups, c_in // groups, h * w)
-        start = None if bias is None else bias.view(c_out // groups, groups).t()[..., None]
+    if inference_fast_path():
+        # One GEMM per image straight from the (strided) input into the (shuffled)
+        # output layout: no copies of either.
+        out = x.new_empty(n, c_out, h, w)
+        start = None
+        if bias is not None:
+            start = (bias.view(c_out // groups, groups).t() if shuffle_output else
+                     bias.view(groups, c_out // groups))[..., None]
         for i in range(n):
-            dst = out[i].view(c_out // groups, groups, h * w).transpose(0, 1)
+            if shuffle_output:
+                dst = out[i].view(c_out // groups, groups, h * w).transpose(0, 1)
+            else:
+                dst = out[i].view(groups, c_out // groups, h * w)
             if start is None:
                 torch.bmm(mats, cols[i], out=dst)
             else:
                 torch.baddbmm(start, mats, cols[i], out=dst)
         return out
-    if strided_input:
-        cols = x.reshape(n, c_in // groups, groups, h * w).transpose(1, 2)
-    else:
-        cols = x.reshape(n, groups, c_in // groups, h * w)
     y = torch.matmul(mats, cols)  # (N, G, C_out / G, H * W)
     if shuffle_output:
         y = y.transpose(1, 2)
