@@ -78,6 +78,8 @@ def main(argv=None) -> int:
                         help='input height and width (default 224; the targets are for 224)')
     parser.add_argument('--batch', type=int, default=1,
                         help='images per forward (default 1; the targets are for 1)')
+    parser.add_argument('--profile', action='store_true',
+                        help='also print the top ops of one CondenseNetV2 deploy forward')
     add_malloc_arg(parser)
     args = parser.parse_args(argv)
     check_positive(parser, args, 'threads', 'batch')
@@ -144,6 +146,12 @@ def main(argv=None) -> int:
     diffs.append(['SFR-ShuffleNetV2 1.5x deploy vs masked',
                   f"{rel_diff(outs['SFR-ShuffleNetV2 1.5x deploy'], outs['SFR-ShuffleNetV2 1.5x masked']):.1e}"])
     print_table('Exactness (max |diff| / max |logit|)', ['outputs', 'rel. diff'], diffs)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            fns[dep]()
+        print(f'\nProfile of one {dep} forward\n')
+        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15))
     worst = max(float(d[1]) for d in diffs)
     if worst > 1e-5:
         print(f'ERROR: deploy outputs differ by {worst:.1e} (> 1e-5)')

@@ -38,15 +38,20 @@ def test_benchmark_runs_in_quick_mode(script):
 
 
 @pytest.mark.parametrize('script', ['detection_backbone.py', 'latency_224.py'])
-def test_tuned_malloc_reruns_with_the_setting(script):
-    out = run(f'bench/{script}', '--quick', '--tuned-malloc')
+def test_tuned_malloc_reruns_with_the_setting_and_profiles(script):
+    out = run(f'bench/{script}', '--quick', '--tuned-malloc', '--profile')
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'allocator: glibc.malloc.mmap_threshold=4294967296' in out.stdout
+    assert 'aten::mkldnn_convolution' in out.stdout  # the op profile
 
 
 def test_benchmarks_reject_bad_arguments():
     out = run('bench/latency_224.py', '--repeats', '0')
     assert out.returncode == 2 and '--repeats must be >= 1, got 0' in out.stderr
+    out = run('bench/latency_224.py', '--size', '16')
+    assert out.returncode == 2 and '--size must be >= 32' in out.stderr
+    out = run('bench/latency_224.py', '--batch', '0')
+    assert out.returncode == 2 and '--batch must be >= 1, got 0' in out.stderr
     out = run('bench/detection_backbone.py', '--shape', '8', '8')
     assert out.returncode == 2 and '--shape must be >= 32' in out.stderr
 
