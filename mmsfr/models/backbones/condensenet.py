@@ -86,9 +86,10 @@ class DenseLayer(nn.Module):
     def lgc_with_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The deploy LGC's weight and a bias with ``conv_2``'s eval-mode BN folded in.
 
-        ``grouped_pointwise(z, weight, G, shuffle_output=True, bias=bias)`` equals
-        ``conv_2.norm(conv_1.conv`` + shuffle ``(z))``. Cached until one of the tensors
-        it is made of is replaced or modified in place (version counters).
+        In eval mode ``grouped_pointwise(z, weight, G, shuffle_output=True, bias=bias)``
+        equals ``conv_2.norm(channel_shuffle(conv_1.conv(z), G))``. The result is cached
+        until one of the tensors it is made of is replaced or modified in place
+        (PyTorch version counters).
         """
         lgc, norm = self.conv_1, self.conv_2.norm
         sources = (lgc.conv.weight, norm.weight, norm.bias, norm.running_mean,
