@@ -411,7 +411,7 @@ class CondenseNet(CondenseNetV2):
         >>> import torch
         >>> model = CondenseNet(arch='a', out_indices=(4,)).eval()
         >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 64, 64))]
-        [(1, 464, 2, 2)]
+        [(1, 672, 2, 2)]
     """
 
     # Legend as in CondenseNetV2.arch_settings; no SFR, ReLU everywhere.

@@ -83,7 +83,7 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
         (N, C_out, H, W).
 
     Example:
-        >>> x, w = torch.rand(2, 8, 5, 5), torch.rand(6, 2, 1, 1)
+        >>> x, w = torch.rand(2, 8, 5, 5), torch.rand(12, 2, 1, 1)
         >>> y = grouped_pointwise(x, w, 4)
         >>> torch.allclose(y, F.conv2d(x, w, groups=4), atol=1e-6)
         True
