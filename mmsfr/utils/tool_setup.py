@@ -1,4 +1,5 @@
-"""Config handling shared by tools/train.py and tools/test.py."""
+"""Argument and config handling shared by the tools (train, test, get_flops, benchmark,
+export_onnx)."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,28 @@ def add_launch_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def add_shape_arg(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add ``--shape H [W]`` (default 224); read it back with :func:`parse_shape`."""
+    parser.add_argument('--shape', type=int, nargs='+', default=[224], help=help)
+
+
+def parse_shape(parser: argparse.ArgumentParser, shape: list[int],
+                minimum: int = 1) -> tuple[int, int]:
+    """``(H, W)`` from ``--shape``'s one (square) or two values.
+
+    Exits through ``parser.error`` naming the bad value otherwise.
+
+    Example:
+        >>> parse_shape(argparse.ArgumentParser(), [800, 1333])
+        (800, 1333)
+        >>> parse_shape(argparse.ArgumentParser(), [224])
+        (224, 224)
+    """
+    if len(shape) not in (1, 2) or min(shape) < minimum:
+        parser.error(f'--shape takes H or H W (each >= {minimum}), got {shape}')
+    return (shape[0], shape[-1])
 
 
 def parse_launch_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

@@ -23,14 +23,14 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, DefaultScope
 
 import mmsfr  # noqa: F401
+from mmsfr.utils.tool_setup import add_shape_arg, parse_shape
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file (mmdet or mmpretrain)')
-    parser.add_argument('--shape', type=int, nargs='+', default=[224],
-                        help='input H [W] (default 224)')
+    add_shape_arg(parser, help='input H [W] (default 224)')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--warmup', type=int, default=3, help='untimed iterations')
     parser.add_argument('--repeats', type=int, default=10, help='timed iterations')
@@ -38,8 +38,7 @@ def parse_args(argv=None):
     parser.add_argument('--backbone-only', action='store_true', help='time the backbone only')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args(argv)
-    if len(args.shape) not in (1, 2) or min(args.shape) < 16:
-        parser.error(f'--shape takes H or H W (>= 16), got {args.shape}')
+    args.shape = parse_shape(parser, args.shape, minimum=16)
     for name in ('batch_size', 'repeats'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
@@ -70,7 +69,7 @@ def main(argv=None) -> int:
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
         model = MODELS.build(cfg.model)
     model.eval()
-    h, w = (args.shape * 2)[:2]
+    h, w = args.shape
     x = torch.rand(args.batch_size, 3, h, w)
     if args.backbone_only:
         fn = lambda: model.backbone(x)  # noqa: E731

@@ -22,6 +22,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from torch import nn
 
+from mmsfr.utils.tool_setup import add_shape_arg, parse_shape
+
 EPILOG = """examples:
   python tools/analysis_tools/get_flops.py \\
       configs/pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py
@@ -43,9 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         'of the model a config builds (classifiers and mmdet detectors).',
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file (mmpretrain or mmdet style)')
-    parser.add_argument('--shape', type=int, nargs='+', default=[224],
-                        help='input size: one value H (square) or two values H W '
-                        '(default: 224; detectors typically 800 1333)')
+    add_shape_arg(parser, help='input size: one value H (square) or two values H W '
+                  '(default: 224; detectors typically 800 1333)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.backbone.arch=b')
     parser.add_argument('--as-is', action='store_true',
@@ -54,8 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--no-mmengine', action='store_true',
                         help="skip mmengine's get_model_complexity_info count (jit trace)")
     args = parser.parse_args(argv)
-    if len(args.shape) not in (1, 2):
-        parser.error(f'--shape takes 1 or 2 values, got {args.shape}')
+    args.shape = parse_shape(parser, args.shape)
     return args
 
 
@@ -82,10 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    hw = (args.shape[0], args.shape[0]) if len(args.shape) == 1 else tuple(args.shape)
     model = build_model(cfg)
     model.eval()
-    hw, forward = config_forward(model, cfg, hw)
+    hw, forward = config_forward(model, cfg, args.shape)
     shape = (3, *hw)
     as_deploy = not args.as_is
 

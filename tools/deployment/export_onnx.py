@@ -42,6 +42,7 @@ import sys
 from mmengine.config import DictAction
 
 import mmsfr  # noqa: F401  (registers every mmsfr model)
+from mmsfr.utils.tool_setup import add_shape_arg, parse_shape
 
 EPILOG = """examples:
   python tools/deployment/export_onnx.py \\
@@ -73,8 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'of the deploy form')
     parser.add_argument('checkpoint', help='deploy-form checkpoint (path or URL)')
     parser.add_argument('out', help='output .onnx file (never the checkpoint)')
-    parser.add_argument('--shape', type=int, nargs='+', default=[224],
-                        help='input size: H (square) or H W (default: 224)')
+    add_shape_arg(parser, help='input size: H (square) or H W (default: 224)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='fixed batch size of the graph (default: 1)')
     parser.add_argument('--dynamic-batch', action='store_true',
@@ -94,8 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args(argv)
-    if len(args.shape) not in (1, 2) or min(args.shape) < 16:
-        parser.error(f'--shape takes H or H W (each >= 16), got {args.shape}')
+    args.shape = parse_shape(parser, args.shape, minimum=16)
     if args.batch_size is not None:
         if args.dynamic_batch:
             parser.error('--batch-size fixes the batch dim; it cannot be combined with '
@@ -121,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     from mmsfr.deployment import (VerificationError, export_verified, format_reports,
                                   load_export_module)
 
-    shape = tuple(args.shape * 2)[:2]
     batch_size = args.batch_size or 1
     try:
         module = load_export_module(args.config, args.checkpoint, cfg_options=args.cfg_options,
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'model: {module.description}')
         print(f'input: {module.preprocessing}')
         result = export_verified(
-            module, args.out, shape, batch_size=batch_size, dynamic_batch=args.dynamic_batch,
+            module, args.out, args.shape, batch_size=batch_size, dynamic_batch=args.dynamic_batch,
             dynamic_size=args.dynamic_size, opset=args.opset, rtol=args.rtol,
             inputs=(args.checkpoint, args.config), log=_log)
     except VerificationError as err:
