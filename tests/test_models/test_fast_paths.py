@@ -9,8 +9,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import randomise_bn
 from mmsfr.models import CondenseNetV2, SFRShuffleNetV2
-from mmsfr.models.layers import (avg_pool2x2, condense_model, grouped_conv2d,
-                                 grouped_pointwise, inference_fast_path)
+from mmcv.cnn import ConvModule
+
+from mmsfr.models.layers import (FastMaxPool2d, avg_pool2x2, condense_model,
+                                 fold_batchnorm, fuse_conv_module, grouped_conv2d,
+                                 grouped_pointwise, inference_fast_path, max_pool3x3s2)
 from mmsfr.models.layers.shuffle import channel_shuffle
 
 
@@ -95,7 +98,81 @@ def test_fast_path_is_off_while_ops_are_observed():
     with torch.no_grad(), Names() as seen:
         assert not inference_fast_path()
         avg_pool2x2(torch.rand(1, 2, 4, 4))
+        max_pool3x3s2(torch.rand(1, 2, 5, 5))
     assert 'avg_pool2d' in seen.names
+    assert 'max_pool2d_with_indices' in seen.names or 'max_pool2d' in seen.names
+
+
+@pytest.mark.parametrize('h', [1, 2, 3, 8, 9, 112])
+@pytest.mark.parametrize('w', [1, 4, 7, 113])
+def test_max_pool3x3s2_is_bit_identical_in_both_paths(h, w):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, h, w)
+    x[0, 1, h // 2, w // 2] = float('nan')  # NaN propagates as in the pooling op
+    ref = F.max_pool2d(x, 3, 2, 1)
+    with torch.no_grad():
+        fast = max_pool3x3s2(x)
+    assert fast.shape == ref.shape
+    assert torch.equal(fast.nan_to_num(7.0), ref.nan_to_num(7.0))
+    assert torch.equal(fast.isnan(), ref.isnan())
+    assert torch.equal(max_pool3x3s2(x).nan_to_num(7.0), ref.nan_to_num(7.0))  # grad mode
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=2, stride=2),
+    dict(kernel_size=3, stride=1, padding=1),
+])
+def test_fast_max_pool_module_equals_max_pool(kwargs):
+    x = torch.randn(1, 4, 11, 10)
+    with torch.no_grad():
+        assert torch.equal(FastMaxPool2d(**kwargs)(x), nn.MaxPool2d(**kwargs)(x))
+
+
+def _random_bn(channels):
+    bn = nn.BatchNorm2d(channels)
+    with torch.no_grad():
+        bn.weight.uniform_(-2, 2)
+        bn.bias.uniform_(-1, 1)
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.1, 3)
+    return bn.eval()
+
+
+@pytest.mark.parametrize('groups, bias', [(1, False), (4, True), (8, False)])
+def test_fold_batchnorm_equals_conv_then_norm(groups, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, 2, 1, groups=groups, bias=bias)
+    bn = _random_bn(16)
+    weight, shift = fold_batchnorm(conv.weight, conv.bias, bn)
+    x = torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        ref = bn(conv(x))
+    assert rel(F.conv2d(x, weight, shift, 2, 1, 1, groups), ref) < 1e-6
+    with pytest.raises(ValueError, match='12 channels'):
+        fold_batchnorm(conv.weight, None, nn.BatchNorm2d(12))
+    with pytest.raises(ValueError, match='running statistics'):
+        fold_batchnorm(conv.weight, None, nn.BatchNorm2d(16, track_running_stats=False))
+
+
+@pytest.mark.parametrize('act', [dict(type='ReLU'), dict(type='HSwish'), None])
+def test_fuse_conv_module_keeps_geometry_and_activation(act):
+    torch.manual_seed(0)
+    module = ConvModule(6, 12, 3, 2, 1, groups=3, norm_cfg=dict(type='BN'), act_cfg=act)
+    module.bn = _random_bn(12)
+    module.eval()
+    fused = fuse_conv_module(module)
+    assert not fused.with_norm and fused.conv.bias is not None
+    assert (fused.conv.stride, fused.conv.groups) == ((2, 2), 3)
+    assert type(fused.activate) is type(module.activate) if act else not fused.with_activation
+    x = torch.randn(2, 6, 11, 11)
+    with torch.no_grad():
+        assert rel(fused(x), module(x)) < 1e-6
+    # Nothing to fold: a GroupNorm, or a norm-free module, comes back unchanged.
+    gn = ConvModule(6, 12, 3, norm_cfg=dict(type='GN', num_groups=3))
+    assert fuse_conv_module(gn) is gn
+    assert fuse_conv_module(fused) is fused
 
 
 def condensed_pair(model):

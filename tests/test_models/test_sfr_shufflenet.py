@@ -149,6 +149,9 @@ def test_condense_then_deploy_is_exact(cls, kwargs):
         conv = unit.sfr.conv
         assert conv.groups == conv.in_channels == conv.out_channels
         assert conv.kernel_size == (3, 3)
+    # Every conv -> BN pair is folded; the SFR's pre-activation BN and the SE's stay.
+    assert {n.split('.')[-1] for n, m in model.named_modules()
+            if isinstance(m, _BatchNorm)} <= {'norm', '1'}
     with torch.no_grad():
         deployed = model(x)
     for a, b in zip(deployed, masked):

@@ -40,7 +40,8 @@ def load_fixture(name: str):
     return torch.load(io.BytesIO(lzma.open(path).read()), map_location='cpu')
 
 
-def build_classifier(arch: str, layout: str = 'megvii', head: dict | None = None) -> nn.Module:
+def build_classifier(arch: str, layout: str = 'megvii', head: dict | None = None,
+                     deploy: bool = False) -> nn.Module:
     """An mmpretrain ImageClassifier with an mmsfr ShuffleNetV2 / V2+ backbone."""
     from mmpretrain.registry import MODELS
     if arch in V2PLUS_ARCHS:
@@ -52,6 +53,7 @@ def build_classifier(arch: str, layout: str = 'megvii', head: dict | None = None
                         out_indices=(4, ))
         head = head or dict(type='ShuffleNetV2ClsHead', num_classes=1000,
                             in_channels=2048 if arch == '2.0x' else 1024)
+    backbone['deploy'] = deploy
     return MODELS.build(dict(type='ImageClassifier', backbone=backbone,
                              neck=dict(type='GlobalAveragePooling'), head=head))
 
@@ -79,6 +81,17 @@ def count_macs(model: nn.Module, size: int = 224) -> int:
 
 
 
+def released_classifier(arch: str, stem: str, converter) -> tuple[nn.Module, dict]:
+    """The eval-mode classifier holding a released megvii checkpoint (strictly loaded)
+    and that checkpoint's expected logits."""
+    checkpoint = load_fixture(f'{stem}.pth.tar.xz')
+    model = build_classifier(arch).eval()
+    result = model.load_state_dict(converter(checkpoint['state_dict'], arch=arch),
+                                   strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    return model, load_fixture(f'{stem}_expected.pth.xz')
+
+
 def small_models() -> list[tuple[str, nn.Module]]:
     return [('v2-0.5x', ShuffleNetV2(arch='0.5x', out_indices=(0, 1, 2, 3, 4))),
             ('v2-0.5x-tv', ShuffleNetV2(arch='0.5x', layout='torchvision',
@@ -92,18 +105,46 @@ def small_models() -> list[tuple[str, nn.Module]]:
     ('small', 'shufflenetv2plus_small', convert_official_shufflenetv2plus),
 ])
 def test_megvii_parity(arch, stem, converter):
-    checkpoint = load_fixture(f'{stem}.pth.tar.xz')
-    expected = load_fixture(f'{stem}_expected.pth.xz')
-    model = build_classifier(arch).eval()
-    state_dict = converter(checkpoint['state_dict'], arch=arch)
-    result = model.load_state_dict(state_dict, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    model, expected = released_classifier(arch, stem, converter)
     with torch.no_grad():
         logits = model(expected['input'], mode='tensor')  # BGR 0-255, no normalisation
     ref = expected['logits']
     assert logits.shape == ref.shape
     diff = (logits - ref).abs().max().item()
     assert diff <= 1e-4 * ref.abs().max().item(), diff
+
+
+@pytest.mark.parametrize('arch, stem, converter', [
+    ('1.0x', 'shufflenetv2_1.0x', convert_official_shufflenetv2),
+    ('small', 'shufflenetv2plus_small', convert_official_shufflenetv2plus),
+])
+def test_deploy_form_keeps_released_weight_parity(arch, stem, converter):
+    """switch_to_deploy folds every conv -> BN pair; the released logits stay."""
+    model, expected = released_classifier(arch, stem, converter)
+    checkpoint = load_fixture(f'{stem}.pth.tar.xz')
+    x, ref = expected['input'], expected['logits']
+    with torch.no_grad():
+        before = model(x, mode='tensor')
+    model.backbone.switch_to_deploy()
+    backbone = model.backbone
+    assert backbone.deploy
+    # No BatchNorm is left outside the SE blocks (their BN follows a pooled vector).
+    assert not [n for n, m in backbone.named_modules()
+                if isinstance(m, _BatchNorm) and '.fc.' not in n]
+    with torch.no_grad():
+        after = model(x, mode='tensor')
+    assert (after - before).abs().max() <= 1e-5 * before.abs().max()
+    assert (after - ref).abs().max() <= 1e-4 * ref.abs().max()
+    # A model built with deploy=True takes exactly these weights, and only these.
+    deployed = build_classifier(arch, deploy=True).eval()
+    deployed.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(deployed(x, mode='tensor'), after)
+    with pytest.raises(ValueError, match='train-time form.*deploy form'):
+        build_classifier(arch, deploy=True).load_state_dict(
+            converter(checkpoint['state_dict'], arch=arch))
+    with pytest.raises(ValueError, match='deploy .BatchNorm folded. form.*train-time form'):
+        build_classifier(arch).load_state_dict(model.state_dict())
 
 
 @pytest.mark.parametrize('head_type', ['LinearClsHead', 'ShuffleNetV2ClsHead'])

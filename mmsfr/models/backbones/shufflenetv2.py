@@ -46,8 +46,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .base import FreezableBackbone
-from ..layers import (SparseFeatureReactivation, SqueezeExcitation, channel_shuffle,
-                      convert_to_deploy, inference_fast_path)
+from ..layers import (FastMaxPool2d, SparseFeatureReactivation, SqueezeExcitation,
+                      channel_shuffle, convert_to_deploy, fuse_conv_module,
+                      inference_fast_path)
 
 __all__ = [
     'ShuffleUnit', 'ShuffleNetV2', 'ShuffleNetV2Plus', 'SFRShuffleNetV2',
@@ -86,7 +87,9 @@ class ShuffleUnit(nn.Module):
         sfr_groups: Input groups G of the SFR (must divide ``out_channels / 2``);
             ``None`` means G = S.
         sfr_kernel_size: Kernel of the SFR conv (3 in the SFR ShuffleNets).
-        deploy: Build the SFR in its converted form (grouped conv + ``index_add``).
+        deploy: Build the deploy form: every conv -> BN pair folded into one conv with
+            a bias (:meth:`fuse_for_deploy`) and the SFR converted (grouped conv +
+            ``index_add``). Equal to the eval-mode train-time unit.
 
     Example:
         >>> unit = ShuffleUnit(24, 116, stride=2)
@@ -137,6 +140,7 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         self.layout = layout
         self.with_cp = with_cp
+        self.deploy = False
 
         def conv(cin: int, cout: int, k: int = 1, s: int = 1, act: bool = True,
                  dw: bool = False) -> ConvModule:
@@ -171,6 +175,23 @@ class ShuffleUnit(nn.Module):
             self.sfr = SparseFeatureReactivation(
                 half, half, sfr_kernel_size, groups=sfr_factor if sfr_groups is None else
                 sfr_groups, factor=sfr_factor, act_cfg=act_cfg, deploy=deploy)
+        if deploy:
+            self.fuse_for_deploy()
+
+    def fuse_for_deploy(self) -> None:
+        """Fold the BatchNorm of every conv of both branches into the conv (exact in
+        eval mode; convs with another norm are kept) and mark the unit deployed.
+
+        The SFR is converted separately (it must be fully condensed first):
+        :func:`~mmsfr.models.layers.convert_to_deploy` does both.
+        """
+        for branch in (self.branch_main, self.branch_proj):
+            if branch is None:
+                continue
+            for i, module in enumerate(branch):
+                if isinstance(module, ConvModule):
+                    branch[i] = fuse_conv_module(module)
+        self.deploy = True
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -234,6 +255,8 @@ class ShuffleNetV2(FreezableBackbone):
         norm_cfg: Norm config of every conv.
         norm_eval: Keep BatchNorm layers in eval mode during training.
         with_cp: Gradient checkpointing of every unit.
+        deploy: Build the inference form, every conv -> BN pair folded into one conv
+            (see :meth:`switch_to_deploy`).
         init_cfg: mmengine init config, e.g.
             ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
 
@@ -277,10 +300,11 @@ class ShuffleNetV2(FreezableBackbone):
     def __init__(self, arch: str | dict | None = None, widen_factor: float | None = None,
                  layout: str = 'megvii', out_indices: Sequence[int] | None = None,
                  frozen_stages: int = -1, norm_cfg: dict = dict(type='BN'),
-                 norm_eval: bool = False, with_cp: bool = False,
+                 norm_eval: bool = False, with_cp: bool = False, deploy: bool = False,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         cls_name = type(self).__name__
+        self.deploy = deploy
         if widen_factor is not None:
             by_width = self._arch_from_widen_factor(widen_factor)
             if arch is not None and (not isinstance(arch, str) or arch.lower() != by_width):
@@ -315,7 +339,7 @@ class ShuffleNetV2(FreezableBackbone):
         stem_act = dict(type=settings['stem_act'])
         stem_channels = settings['stem_channels']
         self.stem = ConvModule(3, stem_channels, 3, 2, 1, norm_cfg=norm_cfg, act_cfg=stem_act)
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if settings['maxpool'] else None
+        self.maxpool = FastMaxPool2d(3, 2, 1) if settings['maxpool'] else None
         choices = settings['unit_choices']
         self.stages = nn.ModuleList()
         channels, position = stem_channels, 0
@@ -330,7 +354,7 @@ class ShuffleNetV2(FreezableBackbone):
                     channels, width, stride=2 if i == 0 else 1,
                     kernel_size=UNIT_KERNELS[choice], xception=choice == XCEPTION,
                     layout=layout, act_cfg=act, with_se=se, norm_cfg=norm_cfg,
-                    with_cp=with_cp, **self._unit_options(s, i)))
+                    with_cp=with_cp, deploy=deploy, **self._unit_options(s, i)))
                 channels, position = width, position + 1
             self.stages.append(nn.Sequential(*units))
         self.conv_last = None
@@ -351,6 +375,8 @@ class ShuffleNetV2(FreezableBackbone):
                  module=level_modules[i]) for i in out_indices
         ]
         self._reference_init()
+        if deploy:
+            self.fuse_for_deploy()
         self._freeze_stages()
 
     # ------------------------------------------------------------------ arch
@@ -447,6 +473,38 @@ class ShuffleNetV2(FreezableBackbone):
     def stage_modules(self) -> list[nn.Module]:
         return list(self.stages)
 
+    # ------------------------------------------------------------------ deploy
+    def fuse_for_deploy(self) -> None:
+        """Fold the BatchNorms of the stem and ``conv_last`` into their convs (the
+        units fold their own, see :meth:`ShuffleUnit.fuse_for_deploy`)."""
+        self.stem = fuse_conv_module(self.stem)
+        if self.conv_last is not None:
+            self.conv_last = fuse_conv_module(self.conv_last)
+        self.deploy = True
+
+    def switch_to_deploy(self) -> None:
+        """Convert in place to the inference form, exact in eval mode: conv -> BN pairs
+        folded into single convs, sparse feature reactivations (if any) converted.
+
+        The result loads and saves the state_dict of the same model built with
+        ``deploy=True``; it can no longer be trained (no BatchNorm statistics).
+
+        Raises:
+            RuntimeError: naming the first SFR whose condensation is unfinished (the
+                model is left unchanged).
+
+        Example:
+            >>> model = ShuffleNetV2(arch='0.5x').eval()
+            >>> x = torch.rand(1, 3, 64, 64)
+            >>> before = model(x)
+            >>> model.switch_to_deploy()
+            >>> model.stem.with_norm, model.deploy
+            (False, True)
+            >>> all(torch.allclose(a, b, atol=1e-5) for a, b in zip(model(x), before))
+            True
+        """
+        convert_to_deploy(self)
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Return the features of the levels in ``out_indices``, in that order."""
@@ -466,7 +524,19 @@ class ShuffleNetV2(FreezableBackbone):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict,
                               strict: bool, missing_keys: list[str],
                               unexpected_keys: list[str], error_msgs: list[str]) -> None:
-        """Refuse, naming both, weights of another width or (when visible) layout."""
+        """Refuse, naming both, weights of another width, form or (when visible)
+        layout."""
+        has_norm = f'{prefix}stem.bn.running_mean' in state_dict
+        has_bias = f'{prefix}stem.conv.bias' in state_dict
+        folded = has_bias and not has_norm  # a deploy checkpoint (BatchNorm folded)
+        if (has_norm or has_bias) and folded == self.stem.with_norm:
+            given = 'deploy (BatchNorm folded)' if folded else 'train-time'
+            wanted = 'train-time' if self.stem.with_norm else 'deploy'
+            raise ValueError(
+                f'{type(self).__name__}: the checkpoint holds the {given} form but the '
+                f'model is built in its {wanted} form; use the matching config '
+                '(*_deploy_*.py for converted weights) or convert with '
+                'tools/convert_to_deploy.py')
         found = self._widths_in_state_dict(state_dict, prefix)
         if found is not None:
             in_widths = (self.arch['stem_channels'], ) + found[0][:-1]
@@ -577,11 +647,12 @@ class ShuffleNetV2Plus(ShuffleNetV2):
     def __init__(self, arch: str | dict = 'small', layout: str = 'megvii',
                  out_indices: Sequence[int] | None = None, frozen_stages: int = -1,
                  norm_cfg: dict = dict(type='BN'), norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg: dict | list[dict] | None = None) -> None:
+                 with_cp: bool = False, deploy: bool = False,
+                 init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(arch=arch, layout=layout, out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_cfg=norm_cfg,
-                         norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg)
-
+                         norm_eval=norm_eval, with_cp=with_cp, deploy=deploy,
+                         init_cfg=init_cfg)
 
 
 # ---------------------------------------------------------------------------- SFR
@@ -590,7 +661,7 @@ class _SFRMixin:
 
     Adds to the host's ``arch_settings`` the keys ``sfr_factors`` (S per stage; None:
     half the stage width), ``sfr_groups`` (G per stage or one int; None: G = S) and
-    ``sfr_kernel_size`` (3), and provides :meth:`switch_to_deploy`.
+    ``sfr_kernel_size`` (3); the host's :meth:`switch_to_deploy` converts the SFRs.
     """
 
     SFR_KEYS = ('sfr_factors', 'sfr_groups', 'sfr_kernel_size')
@@ -636,7 +707,7 @@ class _SFRMixin:
             return {}
         return dict(sfr_factor=self.arch['sfr_factors'][stage],
                     sfr_groups=self.arch['sfr_groups'][stage],
-                    sfr_kernel_size=self.arch['sfr_kernel_size'], deploy=self.deploy)
+                    sfr_kernel_size=self.arch['sfr_kernel_size'])
 
     def _init_sfr(self) -> None:
         """Undo the host's BN init on the SFR norms: reactivation starts from zero."""
@@ -648,16 +719,6 @@ class _SFRMixin:
     def sfr_units(self) -> list[ShuffleUnit]:
         """The units that carry a sparse feature reactivation."""
         return [u for stage in self.stages for u in stage if u.sfr is not None]
-
-    def switch_to_deploy(self) -> None:
-        """Convert every SFR to its deploy form (exact in eval mode).
-
-        Raises:
-            RuntimeError: naming the first SFR whose condensation is unfinished (the
-                model is left unchanged).
-        """
-        convert_to_deploy(self)  # type: ignore[arg-type]
-        self.deploy = True
 
 
 @MODELS.register_module()
@@ -688,8 +749,9 @@ class SFRShuffleNetV2(_SFRMixin, ShuffleNetV2):
         norm_cfg: Norm config of the unit convs (the SFR norms are BatchNorm).
         norm_eval: Keep BatchNorm layers in eval mode during training.
         with_cp: Gradient checkpointing of every unit.
-        deploy: Build the SFRs in their converted form, to load weights converted by
-            ``tools/convert_to_deploy.py`` (or :meth:`switch_to_deploy`).
+        deploy: Build the inference form (SFRs converted, conv -> BN pairs folded), to
+            load weights converted by ``tools/convert_to_deploy.py`` (or
+            :meth:`switch_to_deploy`).
         init_cfg: mmengine init config.
 
     Example:
@@ -723,11 +785,10 @@ class SFRShuffleNetV2(_SFRMixin, ShuffleNetV2):
                  frozen_stages: int = -1, norm_cfg: dict = dict(type='BN'),
                  norm_eval: bool = False, with_cp: bool = False, deploy: bool = False,
                  init_cfg: dict | list[dict] | None = None) -> None:
-        self.deploy = deploy  # read by _unit_options while the host builds its units
         super().__init__(arch=arch, widen_factor=widen_factor, layout=layout,
                          out_indices=out_indices, frozen_stages=frozen_stages,
                          norm_cfg=norm_cfg, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
+                         deploy=deploy, init_cfg=init_cfg)
         self._init_sfr()
 
 
@@ -753,7 +814,7 @@ class SFRShuffleNetV2Plus(_SFRMixin, ShuffleNetV2Plus):
         norm_cfg: Norm config of the unit convs (SE and SFR norms are BatchNorm).
         norm_eval: Keep BatchNorm layers in eval mode during training.
         with_cp: Gradient checkpointing of every unit.
-        deploy: Build the SFRs in their converted form.
+        deploy: Build the inference form (SFRs converted, conv -> BN pairs folded).
         init_cfg: mmengine init config.
 
     Example:
@@ -779,10 +840,10 @@ class SFRShuffleNetV2Plus(_SFRMixin, ShuffleNetV2Plus):
                  norm_cfg: dict = dict(type='BN'), norm_eval: bool = False,
                  with_cp: bool = False, deploy: bool = False,
                  init_cfg: dict | list[dict] | None = None) -> None:
-        self.deploy = deploy  # read by _unit_options while the host builds its units
         super().__init__(arch=arch, layout=layout, out_indices=out_indices,
                          frozen_stages=frozen_stages, norm_cfg=norm_cfg,
-                         norm_eval=norm_eval, with_cp=with_cp, init_cfg=init_cfg)
+                         norm_eval=norm_eval, with_cp=with_cp, deploy=deploy,
+                         init_cfg=init_cfg)
         self._init_sfr()
 
 

@@ -537,9 +537,12 @@ def condense_model(model: nn.Module, progress: float) -> int:
 
 
 def convert_to_deploy(model: nn.Module) -> nn.Module:
-    """Convert every LGC/SFR layer of ``model`` in place to its deploy form.
+    """Convert ``model`` in place to its deploy form (exact in eval mode).
 
-    Checks every layer first, so an unfinished model is left untouched.
+    Every LGC/SFR layer and condensed linear layer is converted; every other module
+    with a ``deploy`` flag is marked deployed, after calling its ``fuse_for_deploy()``
+    if it has one (the ShuffleNets fold their conv -> BN pairs there). Checks every
+    LGC/SFR layer first, so an unfinished model is left untouched.
 
     Raises:
         RuntimeError: naming the first layer whose condensation is unfinished.
@@ -549,9 +552,11 @@ def convert_to_deploy(model: nn.Module) -> nn.Module:
         layer.check_condensed(name)
     for name, layer in layers:
         layer.switch_to_deploy(name)
-    for name, module in model.named_modules():
+    for name, module in list(model.named_modules()):  # fusing replaces submodules
         if isinstance(module, CondensingLinear):
             module.switch_to_deploy(name)
         elif hasattr(module, 'deploy') and not isinstance(module, CondensingConv):
+            if not module.deploy and hasattr(module, 'fuse_for_deploy'):
+                module.fuse_for_deploy()
             module.deploy = True
     return model

@@ -24,8 +24,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ['DEPTHWISE_MAX_OUT', 'avg_pool2x2', 'grouped_conv2d', 'grouped_pointwise',
-           'inference_fast_path']
+__all__ = ['DEPTHWISE_MAX_OUT', 'grouped_conv2d', 'grouped_pointwise', 'inference_fast_path']
 
 #: Largest outputs-per-group for which :func:`grouped_conv2d` uses depthwise convs
 #: (measured on x86 CPUs: faster for 1 and 2 outputs per group, slower from 4).
@@ -41,25 +40,6 @@ def inference_fast_path() -> bool:
     """
     return not (torch.is_grad_enabled() or torch.jit.is_tracing()
                 or torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None)
-
-
-def avg_pool2x2(x: torch.Tensor) -> torch.Tensor:
-    """2x2 average pooling, stride 2 (``nn.AvgPool2d(2, 2)``: odd edges are dropped).
-
-    In :func:`inference_fast_path` it is computed as the mean of four strided slices,
-    several times faster on CPU than the pooling kernel for NCHW tensors.
-
-    Example:
-        >>> x = torch.rand(1, 3, 7, 6)
-        >>> torch.allclose(avg_pool2x2(x), F.avg_pool2d(x, 2))
-        True
-    """
-    if not inference_fast_path():
-        return F.avg_pool2d(x, 2, 2)
-    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    top, bottom = x[..., 0:h:2, :w], x[..., 1:h:2, :w]
-    rows = top + bottom
-    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
 
 
 def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,

@@ -1,0 +1,89 @@
+"""Folding an eval-mode BatchNorm into the convolution before it (deploy forms).
+
+``conv -> BN`` equals, with the BN's running statistics, a single conv whose filter
+``o`` is scaled by ``gamma_o / sqrt(var_o + eps)`` and whose bias is the BN's shift.
+Deploy forms of post-activation networks (the ShuffleNet units) fold every such pair:
+one op and one pass over the feature map less per conv. Pre-activation layers (BN ->
+act -> conv, the CondenseNet layers) cannot fold their BN into the conv behind the
+activation; they keep it.
+"""
+from __future__ import annotations
+
+import torch
+from mmcv.cnn import ConvModule
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .condense import eval_affine
+
+__all__ = ['fold_batchnorm', 'fuse_conv_module']
+
+#: The layer order of a ConvModule whose norm can be folded into its conv.
+FUSABLE_ORDER = ('conv', 'norm', 'act')
+
+
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
+                   norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the conv equal to ``norm(conv(x))`` in eval mode.
+
+    Args:
+        weight: Conv weight ``(C_out, C_in / groups, kh, kw)``.
+        bias: Conv bias ``(C_out,)`` or ``None``.
+        norm: The BatchNorm after the conv (``C_out`` channels, running statistics).
+
+    Returns:
+        ``(weight, bias)``, new tensors.
+
+    Example:
+        >>> conv, bn = nn.Conv2d(4, 6, 3, bias=False), nn.BatchNorm2d(6).eval()
+        >>> _ = nn.init.uniform_(bn.running_var, 0.5, 2.0)
+        >>> w, b = fold_batchnorm(conv.weight, None, bn)
+        >>> x = torch.rand(1, 4, 5, 5)
+        >>> torch.allclose(nn.functional.conv2d(x, w, b), bn(conv(x)), atol=1e-6)
+        True
+    """
+    if norm.running_var is None:
+        raise ValueError(f'fold_batchnorm: {norm} keeps no running statistics '
+                         '(track_running_stats=False); only eval-mode statistics fold')
+    if weight.shape[0] != norm.num_features:
+        raise ValueError(f'fold_batchnorm: a conv of {weight.shape[0]} output channels '
+                         f'cannot fold a BatchNorm of {norm.num_features} channels')
+    with torch.no_grad():
+        scale, shift = eval_affine(norm)
+        folded = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
+        if bias is not None:
+            shift = shift + bias * scale
+    return folded.detach().clone(), shift.detach().clone()
+
+
+def fuse_conv_module(module: ConvModule) -> ConvModule:
+    """A norm-free ``ConvModule`` equal in eval mode to ``module`` (conv -> BN -> act).
+
+    The result keeps the conv geometry and the activation; its conv gets a bias. A
+    module without a BatchNorm, or with another layer order, is returned unchanged (a
+    GroupNorm or a norm before the conv has nothing to fold into).
+
+    Example:
+        >>> cm = ConvModule(8, 16, 3, padding=1, norm_cfg=dict(type='BN')).eval()
+        >>> fused = fuse_conv_module(cm)
+        >>> fused.with_norm, fused.conv.bias is not None
+        (False, True)
+        >>> x = torch.rand(1, 8, 6, 6)
+        >>> torch.allclose(fused(x), cm(x), atol=1e-6)
+        True
+    """
+    if not (module.with_norm and isinstance(module.norm, _BatchNorm)
+            and tuple(module.order) == FUSABLE_ORDER):
+        return module
+    conv = module.conv
+    if type(conv) is not nn.Conv2d or module.with_explicit_padding:
+        return module
+    fused = ConvModule(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                       conv.padding, conv.dilation, conv.groups, bias=True,
+                       norm_cfg=None, act_cfg=module.act_cfg, inplace=module.inplace,
+                       padding_mode=conv.padding_mode)
+    weight, bias = fold_batchnorm(conv.weight, conv.bias, module.norm)
+    fused.conv.weight.data.copy_(weight)
+    fused.conv.bias.data.copy_(bias)
+    fused.to(device=conv.weight.device)
+    return fused.train(module.training)
