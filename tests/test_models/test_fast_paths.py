@@ -218,17 +218,24 @@ def test_folded_lgc_norm_follows_changed_weights_and_train_mode():
         return fast
 
     before = check()
-    folded = layer.lgc_with_norm()
-    assert layer.lgc_with_norm() is folded  # cached while nothing changes
+    plan = layer.inference_plan()
+    assert plan is not None and layer.inference_plan() is plan  # cached while unchanged
     with torch.no_grad():
         layer.conv_2.norm.running_var.mul_(4)  # in place: version counter moves
     after = check()
-    assert rel(after, before) > 1e-3 and layer.lgc_with_norm() is not folded
+    assert rel(after, before) > 1e-3 and layer.inference_plan() is not plan
     state = copy.deepcopy(deploy.state_dict())
     state['blocks.0.1.conv_1.conv.weight'] *= -1
     deploy.load_state_dict(state)
     assert rel(check(), after) > 1e-3
+    layer.conv_2.norm = copy.deepcopy(layer.conv_2.norm)  # a replaced module
+    layer.conv_2.norm.eps = 0.5
+    changed = check()
+    deploy.double()  # new storage for every tensor
+    x = x.double()
+    assert rel(check(), changed.double()) < 1e-5
     deploy.train()  # batch statistics: the folded eval-mode BN must not be used
+    assert layer.inference_plan() is None
     with torch.no_grad():
         fast = deploy(x)[0]
     assert rel(fast, deploy(x)[0].detach()) < 1e-5

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.utils.checkpoint as cp
@@ -19,8 +19,10 @@ from torch import nn
 from .base import FreezableBackbone
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       SqueezeExcitation, avg_pool2x2, convert_to_deploy, grouped_conv2d,
-                      grouped_pointwise, inference_fast_path)
-from ..layers.condense import activate_, eval_affine, norm_act
+                      inference_fast_path)
+from ..layers.condense import (EvalNorm, eval_affine, eval_norm, eval_norm_act_,
+                               index_add_channels_, inplace_activation)
+from ..layers.grouped_conv import gemm_start, grouped_gemm_into
 
 
 class DenseLayer(nn.Module):
@@ -59,46 +61,117 @@ class DenseLayer(nn.Module):
                                                  factor=sparse_factor, act_cfg=act_cfg,
                                                  deploy=deploy)
 
-    def new_features(self, x: torch.Tensor, channels: int | None = None) -> torch.Tensor:
-        """The ``k`` channels this layer appends (before reactivating ``x``).
-
-        ``channels``: only the first ``channels`` channels of ``x`` are the layer's
-        input (``x`` is a dense block's pre-allocated buffer). The deploy LGC then
-        gathers its inputs from the whole, contiguous buffer by index; a channel slice
-        of a batch is not contiguous and would be copied first.
-        """
-        lgc, conv_2 = self.conv_1, self.conv_2
-        if not (lgc.deploy and lgc.kernel_size == 1 and not conv_2.norm.training
-                and inference_fast_path()):
-            if channels is not None:
-                x = x[:, :channels]
-            new = conv_2(lgc(x), owned=True)
-        else:
-            # conv_2's BN folded into the LGC's GEMM: one pass less over 4k channels.
-            z = norm_act(lgc.norm, lgc.act, x.index_select(1, lgc.index), owned=True)
-            weight, bias = self.lgc_with_norm()
-            y = activate_(conv_2.act, grouped_pointwise(z, weight, lgc.groups,
-                                                        shuffle_output=True, bias=bias))
-            conv = conv_2.conv
-            new = grouped_conv2d(y, conv.weight, conv.stride[0], conv.padding[0], conv.groups)
+    def new_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``k`` channels this layer appends (before reactivating ``x``)."""
+        new = self.conv_2(self.conv_1(x), owned=True)
         return new if self.se is None else self.se(new)
+
+    def write_features_(self, out: torch.Tensor, channels: int) -> None:
+        """Inference step inside a dense block's pre-allocated buffer ``out``.
+
+        The first ``channels`` channels of ``out`` are the layer's input: the layer
+        reactivates them in place (SFR) and writes its ``k`` new features into the next
+        ``k`` channels. The deploy LGC gathers its inputs from the whole, contiguous
+        buffer by index (a channel slice of a batch is not contiguous and would be
+        copied first), and ``conv_2``'s BN is folded into the LGC's GEMM (one pass less
+        over ``4k`` channels). Runs the functional path when no
+        :meth:`inference_plan` applies.
+        """
+        plan = self.inference_plan()
+        if plan is None:
+            old = out[:, :channels]
+            new = self.new_features(old)
+            if self.sfr is not None:
+                self.sfr.reactivate_(new, old)
+            out[:, channels:channels + self.growth] = new
+            return
+        z = eval_norm_act_(out.index_select(1, plan.index), plan.norm, plan.act, owned=True)
+        n, _, h, w = z.shape
+        y = grouped_gemm_into(z.new_empty(n, plan.mats.shape[0] * plan.mats.shape[1], h, w),
+                              plan.mats, z, shuffle_output=True, start=plan.start)
+        new = grouped_conv2d(plan.act_2(y), plan.conv_weight, 1, 1, plan.groups)
+        se = self._modules.get('se')
+        if se is not None:
+            new = se(new)
+        if plan.sfr_mats is not None:
+            u = eval_norm_act_(new, plan.sfr_norm, plan.sfr_act)
+            update = grouped_gemm_into(u.new_empty(n, plan.sfr_index.shape[0], h, w),
+                                       plan.sfr_mats, u, strided_input=True)
+            index_add_channels_(out[:, :channels], plan.sfr_index, update)
+        out[:, channels:channels + self.growth] = new
+
+    def _plan_sources(self) -> tuple[torch.Tensor, ...] | None:
+        """The tensors an :class:`InferencePlan` is made of, or None if none applies
+        (an LGC or SFR not in deploy form, a BN in training mode).
+
+        Read from the module registries: at one call per layer and forward,
+        ``nn.Module`` attribute lookups would cost more than the check they serve.
+        """
+        mods = self._modules
+        lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
+        parts = [lgc, conv_2] + ([] if sfr is None else [sfr])
+        if not (lgc.deploy and lgc.kernel_size == 1) or sfr is not None and not (
+                sfr.deploy and sfr.kernel_size == 1):
+            return None
+        sources: list[torch.Tensor] = []
+        for part in parts:
+            norm = part._modules['norm']
+            if norm.training or norm.running_var is None:
+                return None
+            params, buffers = norm._parameters, norm._buffers
+            sources += [params['weight'], params['bias'], buffers['running_mean'],
+                        buffers['running_var'], part._modules['conv']._parameters['weight']]
+            if 'index' in part._buffers:
+                sources.append(part._buffers['index'])
+        return tuple(sources)
+
+    def inference_plan(self) -> 'InferencePlan | None':
+        """What :meth:`write_features_` applies, resolved once and cached.
+
+        The cache is reused while every source tensor is the same object with the same
+        storage and version counter (in-place updates and ``load_state_dict`` bump the
+        counter; ``.to()`` moves the storage) and every BN keeps its ``eps``. Returns
+        None when no plan applies (see :meth:`_plan_sources`).
+        """
+        sources = self._plan_sources()
+        if sources is None:
+            return None
+        try:
+            key = [(t.data_ptr(), t._version) for t in sources]
+        except RuntimeError:  # inference tensors keep no version counter: no caching
+            key = None
+        mods = self._modules
+        key = key and key + [m._modules['norm'].eps for m in mods.values()
+                             if m is not None and 'norm' in m._modules]
+        plan = self.__dict__.get('_inference_plan')
+        if (key is not None and plan is not None and plan.key == key
+                and all(a is b for a, b in zip(plan.sources, sources))):
+            return plan
+        lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
+        with torch.no_grad():
+            weight, shift = self.lgc_with_norm()
+            g = lgc.groups
+            sfr_parts = (None, None, None, None)
+            if sfr is not None:
+                w = sfr.conv.weight
+                sfr_parts = (eval_norm(sfr.norm), inplace_activation(sfr.act),
+                             w.reshape(sfr.groups, w.shape[0] // sfr.groups, w.shape[1]),
+                             sfr.index)
+            plan = InferencePlan(
+                sources, key, lgc.index, eval_norm(lgc.norm), inplace_activation(lgc.act),
+                weight.reshape(g, weight.shape[0] // g, -1), gemm_start(shift, g, True),
+                inplace_activation(conv_2.act), conv_2.conv.weight, conv_2.conv.groups,
+                *sfr_parts)
+        self.__dict__['_inference_plan'] = plan
+        return plan
 
     def lgc_with_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The deploy LGC's weight and a bias with ``conv_2``'s eval-mode BN folded in.
 
         In eval mode ``grouped_pointwise(z, weight, G, shuffle_output=True, bias=bias)``
-        equals ``conv_2.norm(channel_shuffle(conv_1.conv(z), G))``. The result is cached
-        until one of the tensors it is made of is replaced or modified in place
-        (PyTorch version counters).
+        equals ``conv_2.norm(channel_shuffle(conv_1.conv(z), G))``.
         """
         lgc, norm = self.conv_1, self.conv_2.norm
-        sources = (lgc.conv.weight, norm.weight, norm.bias, norm.running_mean,
-                   norm.running_var)
-        key = None
-        if not any(t.is_inference() for t in sources):  # those keep no version counter
-            key = tuple((t.data_ptr(), t._version) for t in sources) + (norm.eps,)
-            if key == getattr(self, '_folded_key', None):
-                return self._folded
         with torch.no_grad():
             scale, shift = eval_affine(norm)
             g = lgc.groups
@@ -106,8 +179,6 @@ class DenseLayer(nn.Module):
             filters = torch.arange(lgc.out_channels, device=scale.device)
             channel = filters % (lgc.out_channels // g) * g + filters // (lgc.out_channels // g)
             weight = lgc.conv.weight * scale[channel].view(-1, 1, 1, 1)
-        if key is not None:
-            self._folded_key, self._folded = key, (weight, shift)
         return weight, shift
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +190,28 @@ class DenseLayer(nn.Module):
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
+
+
+class InferencePlan(NamedTuple):
+    """The tensors and functions one deploy :class:`DenseLayer` applies in inference
+    (:meth:`DenseLayer.inference_plan`): the LGC's index and BN, its GEMM matrices with
+    ``conv_2``'s BN folded in, ``conv_2``'s grouped 3x3 weight and the SFR's BN, GEMM
+    matrices and index."""
+
+    sources: tuple[torch.Tensor, ...]
+    key: list | None
+    index: torch.Tensor
+    norm: EvalNorm
+    act: Callable[[torch.Tensor], torch.Tensor]
+    mats: torch.Tensor
+    start: torch.Tensor
+    act_2: Callable[[torch.Tensor], torch.Tensor]
+    conv_weight: torch.Tensor
+    groups: int
+    sfr_norm: EvalNorm | None
+    sfr_act: Callable[[torch.Tensor], torch.Tensor] | None
+    sfr_mats: torch.Tensor | None
+    sfr_index: torch.Tensor | None
 
 
 class DenseBlock(nn.Sequential):
@@ -140,11 +233,7 @@ class DenseBlock(nn.Sequential):
         out = x.new_empty(n, c + sum(layer.growth for layer in self), h, w)
         out[:, :c] = x
         for layer in self:
-            old = out[:, :c]
-            new = layer.new_features(out, c)
-            if layer.sfr is not None:
-                layer.sfr.reactivate_(new, old)
-            out[:, c:c + layer.growth] = new
+            layer.write_features_(out, c)
             c += layer.growth
         return out
 

@@ -29,6 +29,7 @@ of the released converted files.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from mmcv.cnn import build_activation_layer
@@ -78,16 +79,59 @@ def build_act(act_cfg: dict | None) -> nn.Module:
 INPLACE_MIN_NUMEL = 1 << 22
 
 
+def _hardswish_(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.hardswish(x, inplace=True)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def inplace_activation(act: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function computing ``act(x)`` that overwrites ``x`` for ReLU / hard-swish /
+    identity (any other activation module is returned as it is)."""
+    if isinstance(act, nn.ReLU):
+        return torch.relu_
+    if isinstance(act, nn.Hardswish):
+        return _hardswish_
+    if isinstance(act, nn.Identity):
+        return _identity
+    return act
+
+
 def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``act(x)``, overwriting ``x`` for ReLU / hard-swish / identity (``x`` must be a
     temporary nobody else reads)."""
-    if isinstance(act, nn.ReLU):
-        return x.relu_()
-    if isinstance(act, nn.Hardswish):
-        return nn.functional.hardswish(x, inplace=True)
-    if isinstance(act, nn.Identity):
-        return x
-    return act(x)
+    return inplace_activation(act)(x)
+
+
+#: An eval-mode BatchNorm as the tensors it applies: weight, bias, running mean,
+#: running variance and eps.
+EvalNorm = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]
+
+
+def eval_norm(norm: nn.BatchNorm2d) -> EvalNorm | None:
+    """The tensors of an eval-mode BatchNorm (None when it normalises with batch
+    statistics: training mode or no running statistics)."""
+    if norm.training or norm.running_var is None:
+        return None
+    return norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps
+
+
+def eval_norm_act_(x: torch.Tensor, norm: EvalNorm,
+                   act_: Callable[[torch.Tensor], torch.Tensor],
+                   owned: bool = False) -> torch.Tensor:
+    """``act_(norm(x))`` for an eval-mode norm (:func:`eval_norm`) and an in-place
+    activation (:func:`inplace_activation`); see :func:`norm_act` for ``owned``."""
+    weight, bias, mean, var, eps = norm
+    if owned and x.numel() >= INPLACE_MIN_NUMEL:
+        scale, shift = _affine(weight, bias, mean, var, eps)
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        x = torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)
+    else:
+        x = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps,
+                             torch.backends.cudnn.enabled)
+    return act_(x)
 
 
 def norm_act(norm: nn.BatchNorm2d, act: nn.Module, x: torch.Tensor, *,
@@ -103,18 +147,21 @@ def norm_act(norm: nn.BatchNorm2d, act: nn.Module, x: torch.Tensor, *,
     """
     if not inference_fast_path():
         return act(norm(x))
-    if not (owned and x.numel() >= INPLACE_MIN_NUMEL and not norm.training
-            and norm.running_var is not None):
+    args = eval_norm(norm)
+    if args is None:
         return activate_(act, norm(x))
-    scale, shift = eval_affine(norm)
-    shape = (-1,) + (1,) * (x.dim() - 2)
-    return activate_(act, torch.addcmul(shift.view(shape), x, scale.view(shape), out=x))
+    return eval_norm_act_(x, args, inplace_activation(act), owned=owned)
+
+
+def _affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+            var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = weight * (var + eps).rsqrt()
+    return scale, bias - mean * scale
 
 
 def eval_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, shift)`` with ``norm(x) == x * scale + shift`` per channel in eval mode."""
-    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-    return scale, norm.bias - norm.running_mean * scale
+    return _affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
 
 
 class PreActConv(nn.Module):
@@ -425,12 +472,7 @@ class SparseFeatureReactivation(CondensingConv):
         update = self.update(x)
         if not self.deploy:
             return old.add_(update)
-        # Per image, index_add_ along the leading dim of a (C, H * W) view: one
-        # contiguous row add per index (much faster than along dim 1).
-        for image, values in zip(old, update):
-            image.view(image.shape[0], -1).index_add_(
-                0, self.index, values.reshape(values.shape[0], -1))
-        return old
+        return index_add_channels_(old, self.index, update)
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """The values added to the old features: one channel per ``index`` entry in the
@@ -465,6 +507,19 @@ class SparseFeatureReactivation(CondensingConv):
         # Output g * (out / S) + q is old channel kept[g][q], fed by group g's inputs.
         rows = [weight[kept[g]][:, g::self.groups] for g in range(self.groups)]
         self.conv.weight.data.copy_(torch.cat(rows))
+
+
+def index_add_channels_(old: torch.Tensor, index: torch.Tensor,
+                        values: torch.Tensor) -> torch.Tensor:
+    """``old[:, index[j]] += values[:, j]`` in place (repeated indices accumulate).
+
+    Per image, ``index_add_`` along the leading dim of a (C, H * W) view: one
+    contiguous row add per index, much faster than along dim 1. Every image of ``old``
+    must be contiguous (a channel slice of a single image is).
+    """
+    for image, rows in zip(old, values):
+        image.view(image.shape[0], -1).index_add_(0, index, rows.reshape(rows.shape[0], -1))
+    return old
 
 
 class CondensingLinear(nn.Module):

@@ -24,7 +24,8 @@ import torch
 from torch.nn import functional as F
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ['DEPTHWISE_MAX_OUT', 'grouped_conv2d', 'grouped_pointwise', 'inference_fast_path']
+__all__ = ['DEPTHWISE_MAX_OUT', 'gemm_start', 'grouped_conv2d', 'grouped_gemm_into',
+           'grouped_pointwise', 'inference_fast_path']
 
 #: Largest outputs-per-group for which :func:`grouped_conv2d` uses depthwise convs
 #: (measured on x86 CPUs: faster for 1 and 2 outputs per group, slower from 4).
@@ -74,33 +75,69 @@ def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
         raise ValueError(f'grouped_pointwise: weight {tuple(weight.shape)} with groups={groups} '
                          f'does not fit {c_in} input channels')
     mats = weight.reshape(groups, c_out // groups, c_in // groups)
+    if inference_fast_path():
+        start = None if bias is None else gemm_start(bias, groups, shuffle_output)
+        return grouped_gemm_into(x.new_empty(n, c_out, h, w), mats, x,
+                                 strided_input=strided_input,
+                                 shuffle_output=shuffle_output, start=start)
     if strided_input:
         cols = x.reshape(n, c_in // groups, groups, h * w).transpose(1, 2)
     else:
         cols = x.reshape(n, groups, c_in // groups, h * w)
-    if inference_fast_path():
-        # One GEMM per image straight from the (strided) input into the (shuffled)
-        # output layout: no copies of either.
-        out = x.new_empty(n, c_out, h, w)
-        start = None
-        if bias is not None:
-            start = (bias.view(c_out // groups, groups).t() if shuffle_output else
-                     bias.view(groups, c_out // groups))[..., None]
-        for i in range(n):
-            if shuffle_output:
-                dst = out[i].view(c_out // groups, groups, h * w).transpose(0, 1)
-            else:
-                dst = out[i].view(groups, c_out // groups, h * w)
-            if start is None:
-                torch.bmm(mats, cols[i], out=dst)
-            else:
-                torch.baddbmm(start, mats, cols[i], out=dst)
-        return out
     y = torch.matmul(mats, cols)  # (N, G, C_out / G, H * W)
     if shuffle_output:
         y = y.transpose(1, 2)
     y = y.reshape(n, c_out, h, w)
     return y if bias is None else y + bias.view(-1, 1, 1)
+
+
+def gemm_start(bias: torch.Tensor, groups: int, shuffle_output: bool) -> torch.Tensor:
+    """A per-output-channel bias in the accumulator layout of :func:`grouped_gemm_into`
+    (``(G, C_out / G, 1)``)."""
+    per_group = bias.shape[0] // groups
+    grid = bias.view(per_group, groups).t() if shuffle_output else bias.view(groups, per_group)
+    return grid[..., None]
+
+
+def grouped_gemm_into(out: torch.Tensor, mats: torch.Tensor, x: torch.Tensor, *,
+                      strided_input: bool = False, shuffle_output: bool = False,
+                      start: torch.Tensor | None = None) -> torch.Tensor:
+    """The inference kernel of :func:`grouped_pointwise`: one batched GEMM per image
+    from the (strided) input straight into the (shuffled) layout of ``out``, no copies.
+
+    Args:
+        out: Contiguous (N, C_out, H, W) output, overwritten and returned.
+        mats: (G, C_out / G, C_in / G) per-group weight matrices.
+        x: (N, C_in, H, W) input.
+        strided_input / shuffle_output: As in :func:`grouped_pointwise`.
+        start: Bias from :func:`gemm_start` (the GEMM's accumulator start), or None.
+
+    Returns:
+        ``out``. No autograd: call it only in
+        :func:`inference_fast_path`.
+
+    Example:
+        >>> x, w = torch.rand(1, 8, 3, 3), torch.rand(12, 2, 1, 1)
+        >>> y = grouped_gemm_into(torch.empty(1, 12, 3, 3), w.view(4, 3, 2), x)
+        >>> torch.allclose(y, F.conv2d(x, w, groups=4), atol=1e-6)
+        True
+    """
+    groups, per_out, per_in = mats.shape
+    hw = x.shape[2] * x.shape[3]
+    for i in range(x.shape[0]):
+        if strided_input:
+            cols = x[i].reshape(per_in, groups, hw).transpose(0, 1)
+        else:
+            cols = x[i].reshape(groups, per_in, hw)
+        if shuffle_output:
+            dst = out[i].view(per_out, groups, hw).transpose(0, 1)
+        else:
+            dst = out[i].view(groups, per_out, hw)
+        if start is None:
+            torch.bmm(mats, cols, out=dst)
+        else:
+            torch.baddbmm(start, mats, cols, out=dst)
+    return out
 
 
 def uses_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
