@@ -517,8 +517,9 @@ def index_add_channels_(old: torch.Tensor, index: torch.Tensor,
     contiguous row add per index, much faster than along dim 1. Every image of ``old``
     must be contiguous (a channel slice of a single image is).
     """
-    for image, rows in zip(old, values):
-        image.view(image.shape[0], -1).index_add_(0, index, rows.reshape(rows.shape[0], -1))
+    images = ((old, values),) if old.shape[0] == 1 else zip(old, values)
+    for image, rows in images:
+        image.view(image.shape[-3], -1).index_add_(0, index, rows.reshape(rows.shape[-3], -1))
     return old
 
 
