@@ -26,8 +26,9 @@ that speed as a share of the machine's dense GEMM speed measured in the same run
 
 The SFR-ShuffleNetV2 target compares with torchvision's model as shipped. Beyond the
 folded BNs, mmsfr's ShuffleNets take the stem max-pool from strided slices
-(``mmsfr.models.layers.max_pool3x3s2``, ~9x faster than PyTorch's CPU kernel at this
-size); the folded-BN torchvision row shows how much of the difference is folding.
+(``mmsfr.models.layers.max_pool3x3s2``, several times faster than PyTorch's CPU
+kernel at this size); the folded-BN torchvision row shows how much of the difference
+is folding.
 
 The targets checked at the end: CondenseNetV2-C deploy <= 1.0x MobileNetV2;
 deploy >= 2x faster than the masked form; SFR-ShuffleNetV2 1.5x deploy <= 1.1x

@@ -1,9 +1,9 @@
 """Pooling computed from strided slices in inference (exact, faster on CPU).
 
 PyTorch's CPU pooling kernels for NCHW tensors are slow for the small windows of
-these networks: measured here (1 thread), a 3x3 stride-2 max-pool of a 24x112x112 map
-takes ~2.2 ms, the largest single op of a ShuffleNetV2 1.5x forward, while the same
-maxima taken over strided slices take ~0.25 ms. Both functions compute exactly what the
+these networks: with one thread, the 3x3 stride-2 max-pool of ShuffleNetV2 1.5x's
+24x112x112 stem output is the largest single op of its forward in ``torch.profiler``,
+several times slower than the same maxima taken over strided slices. Both functions compute exactly what the
 pooling op computes (maxima are exact; the 2x2 mean only re-associates its sum) and
 fall back to the pooling op whenever :func:`~.grouped_conv.inference_fast_path` is off
 (autograd, tracing, op counting).
