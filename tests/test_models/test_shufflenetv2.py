@@ -118,7 +118,7 @@ def test_megvii_parity(arch, stem, converter):
     ('1.0x', 'shufflenetv2_1.0x', convert_official_shufflenetv2),
     ('small', 'shufflenetv2plus_small', convert_official_shufflenetv2plus),
 ])
-def test_deploy_form_keeps_released_weight_parity(arch, stem, converter):
+def test_deploy_form_keeps_released_weight_parity(arch, stem, converter, tmp_path):
     """switch_to_deploy folds every conv -> BN pair; the released logits stay."""
     model, expected = released_classifier(arch, stem, converter)
     checkpoint = load_fixture(f'{stem}.pth.tar.xz')
@@ -135,16 +135,31 @@ def test_deploy_form_keeps_released_weight_parity(arch, stem, converter):
         after = model(x, mode='tensor')
     assert (after - before).abs().max() <= 1e-5 * before.abs().max()
     assert (after - ref).abs().max() <= 1e-4 * ref.abs().max()
-    # A model built with deploy=True takes exactly these weights, and only these.
+    # A model built with deploy=True takes these weights, and folds the released ones
+    # as it loads them (the converted dict it is given is left as it was).
     deployed = build_classifier(arch, deploy=True).eval()
     deployed.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         assert torch.equal(deployed(x, mode='tensor'), after)
-    with pytest.raises(ValueError, match='train-time form.*deploy form'):
-        build_classifier(arch, deploy=True).load_state_dict(
-            converter(checkpoint['state_dict'], arch=arch))
-    with pytest.raises(ValueError, match='deploy .BatchNorm folded. form.*train-time form'):
+    released = converter(checkpoint['state_dict'], arch=arch)
+    keys = set(released)
+    folding = build_classifier(arch, deploy=True).eval()
+    folding.load_state_dict(released, strict=True)
+    assert set(released) == keys
+    with torch.no_grad():
+        assert (folding(x, mode='tensor') - after).abs().max() <= 1e-6 * after.abs().max()
+    with pytest.raises(ValueError, match='deploy form .BatchNorm folded.*train-time form'):
         build_classifier(arch).load_state_dict(model.state_dict())
+    # As a detector would: a deploy backbone initialised from the released file.
+    path = tmp_path / 'released.pth'
+    torch.save({'state_dict': released}, path)
+    cls = ShuffleNetV2Plus if arch in V2PLUS_ARCHS else ShuffleNetV2
+    backbone = cls(arch=arch, out_indices=(4, ), deploy=True, init_cfg=dict(
+        type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    backbone.init_weights()
+    with torch.no_grad():
+        ref_feat = model.backbone.eval()(x)[0]
+        assert (backbone.eval()(x)[0] - ref_feat).abs().max() <= 1e-5 * ref_feat.abs().max()
 
 
 @pytest.mark.parametrize('head_type', ['LinearClsHead', 'ShuffleNetV2ClsHead'])

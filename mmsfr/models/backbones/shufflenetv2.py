@@ -49,6 +49,7 @@ from .base import FreezableBackbone
 from ..layers import (FastMaxPool2d, SparseFeatureReactivation, SqueezeExcitation,
                       channel_shuffle, convert_to_deploy, fuse_conv_module,
                       inference_fast_path)
+from ..layers.fuse import fold_state_dict_norms
 
 __all__ = [
     'ShuffleUnit', 'ShuffleNetV2', 'ShuffleNetV2Plus', 'SFRShuffleNetV2',
@@ -256,7 +257,8 @@ class ShuffleNetV2(FreezableBackbone):
         norm_eval: Keep BatchNorm layers in eval mode during training.
         with_cp: Gradient checkpointing of every unit.
         deploy: Build the inference form, every conv -> BN pair folded into one conv
-            (see :meth:`switch_to_deploy`).
+            (see :meth:`switch_to_deploy`). Train-time weights, e.g. the released
+            ones, are folded as they load.
         init_cfg: mmengine init config, e.g.
             ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
 
@@ -329,6 +331,7 @@ class ShuffleNetV2(FreezableBackbone):
             raise ValueError(f'{cls_name}: frozen_stages={frozen_stages} out of range; '
                              f'valid values are -1..{num_stages}')
         self.layout = layout
+        self.norm_cfg = norm_cfg
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -525,18 +528,19 @@ class ShuffleNetV2(FreezableBackbone):
                               strict: bool, missing_keys: list[str],
                               unexpected_keys: list[str], error_msgs: list[str]) -> None:
         """Refuse, naming both, weights of another width, form or (when visible)
-        layout."""
-        has_norm = f'{prefix}stem.bn.running_mean' in state_dict
-        has_bias = f'{prefix}stem.conv.bias' in state_dict
-        folded = has_bias and not has_norm  # a deploy checkpoint (BatchNorm folded)
-        if (has_norm or has_bias) and folded == self.stem.with_norm:
-            given = 'deploy (BatchNorm folded)' if folded else 'train-time'
-            wanted = 'train-time' if self.stem.with_norm else 'deploy'
+        layout. A deploy model folds the BatchNorms of train-time weights as it loads
+        them (exact, as :meth:`switch_to_deploy`)."""
+        if self.deploy:
+            eps = self.norm_cfg.get('eps', 1e-5)
+            for name, module in self.named_modules():
+                if isinstance(module, ConvModule) and not module.with_norm:
+                    fold_state_dict_norms(state_dict, f'{prefix}{name}.', eps)
+        elif (f'{prefix}stem.conv.bias' in state_dict
+              and f'{prefix}stem.bn.running_mean' not in state_dict and self.stem.with_norm):
             raise ValueError(
-                f'{type(self).__name__}: the checkpoint holds the {given} form but the '
-                f'model is built in its {wanted} form; use the matching config '
-                '(*_deploy_*.py for converted weights) or convert with '
-                'tools/convert_to_deploy.py')
+                f'{type(self).__name__}: the checkpoint holds the deploy form (BatchNorm '
+                'folded into the convs) but the model is built in its train-time form; '
+                'build it with deploy=True (the *_deploy_*.py configs)')
         found = self._widths_in_state_dict(state_dict, prefix)
         if found is not None:
             in_widths = (self.arch['stem_channels'], ) + found[0][:-1]

@@ -125,7 +125,7 @@ def eval_norm_act_(x: torch.Tensor, norm: EvalNorm,
     activation (:func:`inplace_activation`); see :func:`norm_act` for ``owned``."""
     weight, bias, mean, var, eps = norm
     if owned and x.numel() >= INPLACE_MIN_NUMEL:
-        scale, shift = _affine(weight, bias, mean, var, eps)
+        scale, shift = bn_affine(weight, bias, mean, var, eps)
         shape = (-1,) + (1,) * (x.dim() - 2)
         x = torch.addcmul(shift.view(shape), x, scale.view(shape), out=x)
     else:
@@ -153,15 +153,16 @@ def norm_act(norm: nn.BatchNorm2d, act: nn.Module, x: torch.Tensor, *,
     return eval_norm_act_(x, args, inplace_activation(act), owned=owned)
 
 
-def _affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
-            var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+              var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` of an eval-mode BatchNorm given as its tensors."""
     scale = weight * (var + eps).rsqrt()
     return scale, bias - mean * scale
 
 
 def eval_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, shift)`` with ``norm(x) == x * scale + shift`` per channel in eval mode."""
-    return _affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
+    return bn_affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
 
 
 class PreActConv(nn.Module):

@@ -14,9 +14,9 @@ from mmcv.cnn import ConvModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .condense import eval_affine
+from .condense import bn_affine, eval_affine
 
-__all__ = ['fold_batchnorm', 'fuse_conv_module']
+__all__ = ['fold_affine', 'fold_batchnorm', 'fold_state_dict_norms', 'fuse_conv_module']
 
 #: The layer order of a ConvModule whose norm can be folded into its conv.
 FUSABLE_ORDER = ('conv', 'norm', 'act')
@@ -48,12 +48,55 @@ def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
     if weight.shape[0] != norm.num_features:
         raise ValueError(f'fold_batchnorm: a conv of {weight.shape[0]} output channels '
                          f'cannot fold a BatchNorm of {norm.num_features} channels')
+    return fold_affine(weight, bias, *eval_affine(norm))
+
+
+def fold_affine(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor,
+                shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the conv equal to ``conv(x) * scale + shift`` (per output
+    channel), e.g. with ``(scale, shift)`` from
+    :func:`~mmsfr.models.layers.condense.bn_affine`.
+
+    Example:
+        >>> w, b = fold_affine(torch.ones(2, 1, 1, 1), None, torch.tensor([2., 3.]),
+        ...                    torch.tensor([1., 0.]))
+        >>> w.flatten().tolist(), b.tolist()
+        ([2.0, 3.0], [1.0, 0.0])
+    """
     with torch.no_grad():
-        scale, shift = eval_affine(norm)
         folded = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
         if bias is not None:
             shift = shift + bias * scale
     return folded.detach().clone(), shift.detach().clone()
+
+
+#: The BatchNorm entries of a ``ConvModule`` in a state_dict (``bn.<name>``).
+NORM_KEYS = ('weight', 'bias', 'running_mean', 'running_var')
+
+
+def fold_state_dict_norms(state_dict: dict[str, torch.Tensor], prefix: str,
+                          eps: float = 1e-5) -> bool:
+    """Fold the BatchNorm of the ``ConvModule`` saved under ``prefix`` into its conv,
+    in ``state_dict`` (``{prefix}bn.*`` are replaced by ``{prefix}conv.bias``).
+
+    Returns:
+        Whether there was a BatchNorm to fold (False leaves ``state_dict`` unchanged).
+
+    Example:
+        >>> cm = ConvModule(3, 4, 1, norm_cfg=dict(type='BN')).eval()
+        >>> sd = {f'm.{k}': v for k, v in cm.state_dict().items()}
+        >>> fold_state_dict_norms(sd, 'm.'), sorted(sd)
+        (True, ['m.conv.bias', 'm.conv.weight'])
+    """
+    norm = f'{prefix}bn.'
+    if any(norm + k not in state_dict for k in NORM_KEYS) or f'{prefix}conv.bias' in state_dict:
+        return False
+    stats = [state_dict.pop(norm + k) for k in NORM_KEYS]
+    state_dict.pop(norm + 'num_batches_tracked', None)
+    weight = state_dict[f'{prefix}conv.weight']
+    weight, bias = fold_affine(weight, None, *bn_affine(*stats, eps))
+    state_dict[f'{prefix}conv.weight'], state_dict[f'{prefix}conv.bias'] = weight, bias
+    return True
 
 
 def fuse_conv_module(module: ConvModule) -> ConvModule:
