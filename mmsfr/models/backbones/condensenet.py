@@ -196,7 +196,18 @@ class InferencePlan(NamedTuple):
     """The tensors and functions one deploy :class:`DenseLayer` applies in inference
     (:meth:`DenseLayer.inference_plan`): the LGC's index and BN, its GEMM matrices with
     ``conv_2``'s BN folded in, ``conv_2``'s grouped 3x3 weight and the SFR's BN, GEMM
-    matrices and index."""
+    matrices and index.
+
+    Example:
+        >>> from mmsfr.models import CondenseNetV2, condense_model
+        >>> model = CondenseNetV2('a', out_indices=(0, )).eval()
+        >>> _ = condense_model(model, 1.0)
+        >>> model.switch_to_deploy()
+        >>> layer = model.blocks[2][0]
+        >>> plan = layer.inference_plan()
+        >>> plan.mats.shape[0] == layer.conv_1.groups, layer.inference_plan() is plan
+        (True, True)
+    """
 
     sources: tuple[torch.Tensor, ...]
     key: list | None
