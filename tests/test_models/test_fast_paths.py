@@ -173,6 +173,8 @@ def test_fuse_conv_module_keeps_geometry_and_activation(act):
     gn = ConvModule(6, 12, 3, norm_cfg=dict(type='GN', num_groups=3))
     assert fuse_conv_module(gn) is gn
     assert fuse_conv_module(fused) is fused
+    # A double-precision module stays double.
+    assert fuse_conv_module(module.double()).conv.weight.dtype == torch.float64
 
 
 def condensed_pair(model):

@@ -22,6 +22,7 @@ from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       inference_fast_path)
 from ..layers.condense import (EvalNorm, eval_affine, eval_norm, eval_norm_act_,
                                index_add_channels_, inplace_activation)
+from ..layers.fuse import fold_affine
 from ..layers.grouped_conv import gemm_start, grouped_gemm_into
 
 
@@ -171,15 +172,14 @@ class DenseLayer(nn.Module):
         In eval mode ``grouped_pointwise(z, weight, G, shuffle_output=True, bias=bias)``
         equals ``conv_2.norm(channel_shuffle(conv_1.conv(z), G))``.
         """
-        lgc, norm = self.conv_1, self.conv_2.norm
-        with torch.no_grad():
-            scale, shift = eval_affine(norm)
-            g = lgc.groups
-            # Filter g * O + o of the grouped conv becomes channel o * G + g.
-            filters = torch.arange(lgc.out_channels, device=scale.device)
-            channel = filters % (lgc.out_channels // g) * g + filters // (lgc.out_channels // g)
-            weight = lgc.conv.weight * scale[channel].view(-1, 1, 1, 1)
-        return weight, shift
+        lgc = self.conv_1
+        scale, shift = eval_affine(self.conv_2.norm)
+        g = lgc.groups
+        # Filter g * O + o of the grouped conv becomes channel o * G + g.
+        filters = torch.arange(lgc.out_channels, device=scale.device)
+        channel = filters % (lgc.out_channels // g) * g + filters // (lgc.out_channels // g)
+        weight, _ = fold_affine(lgc.conv.weight, None, scale[channel], shift)
+        return weight, shift.detach()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         new = self.new_features(x)

@@ -125,8 +125,8 @@ def fuse_conv_module(module: ConvModule) -> ConvModule:
                        conv.padding, conv.dilation, conv.groups, bias=True,
                        norm_cfg=None, act_cfg=module.act_cfg, inplace=module.inplace,
                        padding_mode=conv.padding_mode)
+    fused.to(device=conv.weight.device, dtype=conv.weight.dtype)
     weight, bias = fold_batchnorm(conv.weight, conv.bias, module.norm)
     fused.conv.weight.data.copy_(weight)
     fused.conv.bias.data.copy_(bias)
-    fused.to(device=conv.weight.device)
     return fused.train(module.training)
