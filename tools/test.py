@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401
 from mmsfr.utils.config_check import check_config
+from mmsfr.utils.dist import close_dist
 from mmsfr.utils.tool_setup import (add_launch_args, load_tool_config, parse_launch_args,
                                     prepare_launcher)
 
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
             from mmengine.evaluator import DumpResults as Dump
         runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
     runner.test()
+    close_dist()
     return 0
 
 

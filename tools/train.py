@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401  (registers models; allows mmengine checkpoints)
 from mmsfr.utils.config_check import check_config
+from mmsfr.utils.dist import close_dist
 from mmsfr.utils.tool_setup import (add_launch_args, load_tool_config, parse_launch_args,
                                     prepare_launcher)
 
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
     prepare_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    close_dist()
     return 0
 
 

@@ -23,3 +23,25 @@ def init_cpu_dist(launcher: str) -> bool:
         return False
     dist.init_process_group(backend='gloo')
     return True
+
+
+def close_dist() -> bool:
+    """End the process group of a finished run: a barrier, then its destruction.
+
+    torch 2.x can abort a rank at interpreter exit ("terminate called without an
+    active exception") when a gloo process group is still alive while its peer has
+    already gone; mmengine never destroys the group it or :func:`init_cpu_dist`
+    started, so the tools call this after their work is done.
+
+    Returns:
+        True when a process group was closed.
+
+    Example:
+        >>> close_dist()  # nothing to close in a single-process run
+        False
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        return False
+    dist.barrier()
+    dist.destroy_process_group()
+    return True
