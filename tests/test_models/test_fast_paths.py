@@ -11,9 +11,12 @@ from conftest import randomise_bn
 from mmsfr.models import CondenseNetV2, SFRShuffleNetV2
 from mmcv.cnn import ConvModule
 
-from mmsfr.models.layers import (FastMaxPool2d, avg_pool2x2, condense_model,
-                                 fold_batchnorm, fuse_conv_module, grouped_conv2d,
-                                 grouped_pointwise, inference_fast_path, max_pool3x3s2)
+from mmsfr.models.layers import (FastMaxPool2d, SqueezeExcitation, avg_pool2x2,
+                                 condense_model, fold_batchnorm, fuse_conv_module,
+                                 grouped_conv2d, grouped_pointwise, inference_fast_path,
+                                 max_pool3x3s2)
+from mmsfr.models.layers.condense import (affine_act_, channel_affine, eval_norm,
+                                          eval_norm_act_)
 from mmsfr.models.layers.shuffle import channel_shuffle
 
 
@@ -72,6 +75,38 @@ def test_grouped_conv2d_equals_conv_values_and_grads(c_in, c_out, groups, stride
     gx, gw = torch.autograd.grad(y, (x, w), g)
     rx, rw = torch.autograd.grad(ref, (x, w), g)
     assert rel(gx, rx) < 1e-5 and rel(gw, rw) < 1e-5
+
+
+@pytest.mark.parametrize('owned', [False, True])
+@pytest.mark.parametrize('act_', [torch.relu_, lambda t: F.hardswish(t, inplace=True)])
+def test_affine_act_equals_eval_norm_then_activation(owned, act_):
+    torch.manual_seed(0)
+    bn = randomise_bn(nn.BatchNorm2d(6)).eval()
+    x = torch.randn(2, 6, 5, 4)
+    ref = act_(bn(x))
+    keep = x.clone()
+    y = affine_act_(x, *channel_affine(bn), act_, owned=owned)
+    assert rel(y, ref) < 1e-6
+    assert (y.data_ptr() == x.data_ptr()) is owned  # owned: overwritten, else untouched
+    if not owned:
+        assert torch.equal(x, keep)
+    big = torch.randn(1, 6, 1024, 700)  # >= INPLACE_MIN_NUMEL: the in-place route
+    assert rel(eval_norm_act_(big.clone(), eval_norm(bn), act_, owned=True),
+               act_(bn(big))) < 1e-6
+
+
+@pytest.mark.parametrize('gate', ['sigmoid', 'hsigmoid'])
+@pytest.mark.parametrize('with_norm', [False, True])
+def test_squeeze_excitation_fast_path_equals_module_path(gate, with_norm):
+    torch.manual_seed(0)
+    se = randomise_bn(SqueezeExcitation(16, reduction=4, gate=gate, with_norm=with_norm,
+                                        bias=True)).eval()
+    for x in (torch.randn(2, 16, 5, 5), torch.randn(3, 16)):
+        ref = se(x)  # gradients on: the module path
+        assert ref.requires_grad
+        with torch.no_grad():
+            assert inference_fast_path()
+            assert rel(se(x), ref) < 1e-6
 
 
 @pytest.mark.parametrize('h,w', [(8, 8), (7, 9), (2, 3)])

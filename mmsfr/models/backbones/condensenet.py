@@ -20,7 +20,7 @@ from .base import FreezableBackbone
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       SqueezeExcitation, avg_pool2x2, convert_to_deploy, grouped_conv2d,
                       inference_fast_path)
-from ..layers.condense import (EvalNorm, eval_affine, eval_norm, eval_norm_act_,
+from ..layers.condense import (affine_act_, channel_affine, eval_affine,
                                index_add_channels_, inplace_activation)
 from ..layers.fuse import fold_affine
 from ..layers.grouped_conv import gemm_start, grouped_gemm_into
@@ -86,7 +86,7 @@ class DenseLayer(nn.Module):
                 self.sfr.reactivate_(new, old)
             out[:, channels:channels + self.growth] = new
             return
-        z = eval_norm_act_(out.index_select(1, plan.index), plan.norm, plan.act, owned=True)
+        z = affine_act_(out.index_select(1, plan.index), *plan.norm, plan.act, owned=True)
         n, _, h, w = z.shape
         y = grouped_gemm_into(z.new_empty(n, plan.mats.shape[0] * plan.mats.shape[1], h, w),
                               plan.mats, z, shuffle_output=True, start=plan.start)
@@ -95,7 +95,7 @@ class DenseLayer(nn.Module):
         if se is not None:
             new = se(new)
         if plan.sfr_mats is not None:
-            u = eval_norm_act_(new, plan.sfr_norm, plan.sfr_act)
+            u = affine_act_(new, *plan.sfr_norm, plan.sfr_act)
             update = grouped_gemm_into(u.new_empty(n, plan.sfr_index.shape[0], h, w),
                                        plan.sfr_mats, u, strided_input=True)
             index_add_channels_(out[:, :channels], plan.sfr_index, update)
@@ -155,11 +155,11 @@ class DenseLayer(nn.Module):
             sfr_parts = (None, None, None, None)
             if sfr is not None:
                 w = sfr.conv.weight
-                sfr_parts = (eval_norm(sfr.norm), inplace_activation(sfr.act),
+                sfr_parts = (channel_affine(sfr.norm), inplace_activation(sfr.act),
                              w.reshape(sfr.groups, w.shape[0] // sfr.groups, w.shape[1]),
                              sfr.index)
             plan = InferencePlan(
-                sources, key, lgc.index, eval_norm(lgc.norm), inplace_activation(lgc.act),
+                sources, key, lgc.index, channel_affine(lgc.norm), inplace_activation(lgc.act),
                 weight.reshape(g, weight.shape[0] // g, -1), gemm_start(shift, g, True),
                 inplace_activation(conv_2.act), conv_2.conv.weight, conv_2.conv.groups,
                 *sfr_parts)
@@ -194,9 +194,10 @@ class DenseLayer(nn.Module):
 
 class InferencePlan(NamedTuple):
     """The tensors and functions one deploy :class:`DenseLayer` applies in inference
-    (:meth:`DenseLayer.inference_plan`): the LGC's index and BN, its GEMM matrices with
-    ``conv_2``'s BN folded in, ``conv_2``'s grouped 3x3 weight and the SFR's BN, GEMM
-    matrices and index.
+    (:meth:`DenseLayer.inference_plan`): the LGC's index and BN (as the per-channel
+    scale and shift of :func:`~mmsfr.models.layers.condense.channel_affine`), its GEMM
+    matrices with ``conv_2``'s BN folded in, ``conv_2``'s grouped 3x3 weight and the
+    SFR's BN (scale and shift), GEMM matrices and index.
 
     Example:
         >>> from mmsfr.models import CondenseNetV2, condense_model
@@ -212,14 +213,14 @@ class InferencePlan(NamedTuple):
     sources: tuple[torch.Tensor, ...]
     key: list | None
     index: torch.Tensor
-    norm: EvalNorm
+    norm: tuple[torch.Tensor, torch.Tensor]
     act: Callable[[torch.Tensor], torch.Tensor]
     mats: torch.Tensor
     start: torch.Tensor
     act_2: Callable[[torch.Tensor], torch.Tensor]
     conv_weight: torch.Tensor
     groups: int
-    sfr_norm: EvalNorm | None
+    sfr_norm: tuple[torch.Tensor, torch.Tensor] | None
     sfr_act: Callable[[torch.Tensor], torch.Tensor] | None
     sfr_mats: torch.Tensor | None
     sfr_index: torch.Tensor | None

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .grouped_conv import inference_fast_path
 
 
 class SqueezeExcitation(nn.Module):
@@ -55,8 +58,20 @@ class SqueezeExcitation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = x if x.dim() == 2 else x.mean((2, 3))
         if self.with_norm:
-            scale = self.fc(pooled[:, :, None, None])
+            scale = self.gate(self.fc(pooled[:, :, None, None]))
+        elif inference_fast_path():
+            scale = self._excite_(pooled)
         else:
-            scale = self.fc(pooled)
-        scale = self.gate(scale).reshape(*scale.shape[:2], *([1] * (x.dim() - 2)))
-        return x * scale
+            scale = self.gate(self.fc(pooled))
+        return x * scale.reshape(*scale.shape[:2], *([1] * (x.dim() - 2)))
+
+    def _excite_(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``gate(fc(pooled))`` of the Linear form as functional calls, activations in
+        place (inference only: at one SE per dense layer, the calls of its five small
+        modules cost as much as their arithmetic)."""
+        squeeze, _, excite = self.fc
+        hidden = torch.relu_(F.linear(pooled, squeeze.weight, squeeze.bias))
+        scale = F.linear(hidden, excite.weight, excite.bias)
+        if isinstance(self.gate, nn.Sigmoid):
+            return torch.sigmoid_(scale)
+        return F.hardsigmoid(scale, inplace=True)
