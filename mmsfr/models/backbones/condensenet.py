@@ -8,6 +8,7 @@ from its new features adds into the old ones (SFR). Blocks are separated by a pl
 from __future__ import annotations
 
 import copy
+import operator
 import re
 from typing import Callable, NamedTuple, Sequence
 
@@ -24,6 +25,10 @@ from ..layers.condense import (affine_act_, channel_affine, eval_affine,
                                index_add_channels_, inplace_activation)
 from ..layers.fuse import fold_affine
 from ..layers.grouped_conv import gemm_start, grouped_gemm_into
+
+
+_data_ptr = torch.Tensor.data_ptr
+_version = operator.attrgetter('_version')
 
 
 class DenseLayer(nn.Module):
@@ -101,30 +106,34 @@ class DenseLayer(nn.Module):
             index_add_channels_(out[:, :channels], plan.sfr_index, update)
         out[:, channels:channels + self.growth] = new
 
-    def _plan_sources(self) -> tuple[torch.Tensor, ...] | None:
-        """The tensors an :class:`InferencePlan` is made of, or None if none applies
-        (an LGC or SFR not in deploy form, a BN in training mode).
+    def _plan_sources(self) -> tuple[tuple[torch.Tensor, ...], tuple[float, ...]] | None:
+        """The tensors an :class:`InferencePlan` is made of and the ``eps`` of its BNs,
+        or None if no plan applies (an LGC or SFR not in deploy form, a BN in training
+        mode).
 
         Read from the module registries: at one call per layer and forward,
         ``nn.Module`` attribute lookups would cost more than the check they serve.
         """
         mods = self._modules
         lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
-        parts = [lgc, conv_2] + ([] if sfr is None else [sfr])
+        parts = (lgc, conv_2) if sfr is None else (lgc, conv_2, sfr)
         if not (lgc.deploy and lgc.kernel_size == 1) or sfr is not None and not (
                 sfr.deploy and sfr.kernel_size == 1):
             return None
         sources: list[torch.Tensor] = []
+        eps = []
         for part in parts:
             norm = part._modules['norm']
-            if norm.training or norm.running_var is None:
-                return None
             params, buffers = norm._parameters, norm._buffers
-            sources += [params['weight'], params['bias'], buffers['running_mean'],
-                        buffers['running_var'], part._modules['conv']._parameters['weight']]
-            if 'index' in part._buffers:
-                sources.append(part._buffers['index'])
-        return tuple(sources)
+            if norm.training or buffers['running_var'] is None:
+                return None
+            sources += (params['weight'], params['bias'], buffers['running_mean'],
+                        buffers['running_var'], part._modules['conv']._parameters['weight'])
+            eps.append(norm.eps)
+            index = part._buffers.get('index')
+            if index is not None:
+                sources.append(index)
+        return tuple(sources), tuple(eps)
 
     def inference_plan(self) -> 'InferencePlan | None':
         """What :meth:`write_features_` applies, resolved once and cached.
@@ -134,20 +143,19 @@ class DenseLayer(nn.Module):
         counter; ``.to()`` moves the storage) and every BN keeps its ``eps``. Returns
         None when no plan applies (see :meth:`_plan_sources`).
         """
-        sources = self._plan_sources()
-        if sources is None:
+        found = self._plan_sources()
+        if found is None:
             return None
+        sources, eps = found
         try:
-            key = [(t.data_ptr(), t._version) for t in sources]
+            key = (*map(_data_ptr, sources), *map(_version, sources), *eps)
         except RuntimeError:  # inference tensors keep no version counter: no caching
             key = None
-        mods = self._modules
-        key = key and key + [m._modules['norm'].eps for m in mods.values()
-                             if m is not None and 'norm' in m._modules]
         plan = self.__dict__.get('_inference_plan')
         if (key is not None and plan is not None and plan.key == key
-                and all(a is b for a, b in zip(plan.sources, sources))):
+                and all(map(operator.is_, plan.sources, sources))):
             return plan
+        mods = self._modules
         lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
         with torch.no_grad():
             weight, shift = self.lgc_with_norm()
@@ -211,7 +219,7 @@ class InferencePlan(NamedTuple):
     """
 
     sources: tuple[torch.Tensor, ...]
-    key: list | None
+    key: tuple | None
     index: torch.Tensor
     norm: tuple[torch.Tensor, torch.Tensor]
     act: Callable[[torch.Tensor], torch.Tensor]
