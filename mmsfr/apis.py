@@ -162,9 +162,18 @@ def build_from_config(config: str | os.PathLike) -> torch.nn.Module:
 
 def deploy_checkpoint(model: torch.nn.Module, dst: str | os.PathLike,
                       src: str | os.PathLike | None = None, meta: dict | None = None) -> None:
-    """Convert ``model`` to its deploy form and save it; nothing is written on failure."""
-    if not condensing_layers(model):
-        raise ValueError(f'{type(model).__name__} has no LGC/SFR layer: nothing to convert')
+    """Convert ``model`` to its deploy form and save it; nothing is written on failure.
+
+    Raises:
+        ValueError: if ``model`` has no train-time part with a deploy form (no LGC/SFR
+            layer, no module with a ``deploy`` flag still off, e.g. a ShuffleNet whose
+            conv -> BN pairs are not folded yet).
+    """
+    pending = [name for name, m in model.named_modules()
+               if getattr(m, 'deploy', True) is False]
+    if not condensing_layers(model) and not pending:
+        raise ValueError(f'{type(model).__name__} has no LGC/SFR layer and no module with '
+                         'a deploy form left to convert: nothing to convert')
     convert_to_deploy(model)
     meta = dict(meta or {}, form='deploy')
     atomic_save({'meta': meta, 'state_dict': model.state_dict()}, dst, src)

@@ -7,11 +7,18 @@ Example:
         work_dirs/condensenetv2-c_8xb128_in1k/epoch_350.pth \\
         checkpoints/condensenetv2_c_deploy_in1k.pth
 
+    # a plain ShuffleNetV2: its conv -> BN pairs folded into biased convs
+    python tools/convert_to_deploy.py \\
+        configs/pretrain/shufflenetv2/shufflenetv2-x1_0_8xb128_in1k.py \\
+        shufflenetv2_x1_0.pth shufflenetv2_x1_0_deploy.pth
+
 Loads CHECKPOINT (its ``state_dict``; with mmengine's EMAHook that already holds the
 EMA weights) into the model CONFIG builds, checks that every LGC/SFR layer finished
 condensation (else it stops, naming the layer and its stage, and writes nothing),
-converts (index-select + group conv for LGC, group conv + index_add for SFR) and
-saves OUT, which loads into the matching ``*_deploy_*.py`` config.
+converts (index-select + group conv for LGC, group conv + index_add for SFR; every
+ShuffleNet conv -> BN pair folded into one conv) and saves OUT, which loads into the
+matching ``*_deploy_*.py`` config (for a plain ShuffleNet: CONFIG with
+``--cfg-options model.backbone.deploy=True``).
 """
 import argparse
 import sys

@@ -309,3 +309,26 @@ def test_convert_to_deploy_tool_on_sfr_config(tmp_path, capsys):
     x = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
         assert rel_err(deployed(x, mode='tensor'), model.eval()(x, mode='tensor')) <= 1e-5
+
+
+def test_convert_to_deploy_tool_folds_a_plain_shufflenet(tmp_path, capsys):
+    train_cfg = CONFIGS / 'shufflenetv2-x0_5_8xb128_in1k.py'
+    model = randomise_bn(init_model(str(train_cfg), device='cpu')).eval()
+    ckpt, deploy = tmp_path / 'train.pth', tmp_path / 'deploy.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    code, out, stderr = tool_main('tools/convert_to_deploy.py', train_cfg, ckpt, deploy,
+                                  capsys=capsys)
+    assert code == 0, stderr
+    state = torch.load(deploy, map_location='cpu')['state_dict']
+    assert not any('running_mean' in key for key in state)  # every BN folded
+    cfg = Config.fromfile(train_cfg)
+    cfg.model.backbone.deploy = True
+    deployed = init_model(cfg, str(deploy), device='cpu')
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        assert rel_err(deployed(x, mode='tensor'), model(x, mode='tensor')) <= 1e-5
+    # Converting the deploy form again has nothing left to do; nothing is written.
+    again = tmp_path / 'again.pth'
+    code, _, stderr = tool_main('tools/convert_to_deploy.py', train_cfg, deploy, again,
+                                '--cfg-options', 'model.backbone.deploy=True', capsys=capsys)
+    assert code == 1 and 'nothing to convert' in stderr and not again.exists()
