@@ -109,6 +109,21 @@ def test_squeeze_excitation_fast_path_equals_module_path(gate, with_norm):
             assert rel(se(x), ref) < 1e-6
 
 
+@pytest.mark.parametrize('n', [1, 3])
+@pytest.mark.parametrize('c_in,c_out', [(32, 8), (64, 16), (64, 32)])  # 1, 2, 4 per group
+def test_grouped_conv2d_writes_into_a_channel_slice(n, c_in, c_out):
+    torch.manual_seed(0)
+    x, w = torch.randn(n, c_in, 6, 5), torch.randn(c_out, c_in // 8, 3, 3)
+    ref = F.conv2d(x, w, padding=1, groups=8)
+    for grad in (False, True):  # summed straight into the slice / computed, then copied
+        buf = torch.zeros(n, c_out + 7, 6, 5)
+        with torch.set_grad_enabled(grad):
+            got = grouped_conv2d(x, w, 1, 1, 8, out=buf[:, 3:3 + c_out])
+        assert got.data_ptr() == buf[:, 3:].data_ptr()
+        assert rel(buf[:, 3:3 + c_out], ref) < 1e-5
+        assert buf[:, :3].abs().sum() == 0 and buf[:, 3 + c_out:].abs().sum() == 0
+
+
 @pytest.mark.parametrize('h,w', [(8, 8), (7, 9), (2, 3)])
 def test_avg_pool2x2_matches_avg_pool_in_both_paths(h, w):
     x = torch.randn(2, 3, h, w)

@@ -95,16 +95,19 @@ class DenseLayer(nn.Module):
         n, _, h, w = z.shape
         y = grouped_gemm_into(z.new_empty(n, plan.mats.shape[0] * plan.mats.shape[1], h, w),
                               plan.mats, z, shuffle_output=True, start=plan.start)
-        new = grouped_conv2d(plan.act_2(y), plan.conv_weight, 1, 1, plan.groups)
+        # The new features go straight into their slice of the buffer.
+        new = out[:, channels:channels + self.growth]
         se = self._modules.get('se')
-        if se is not None:
-            new = se(new)
+        if se is None:
+            grouped_conv2d(plan.act_2(y), plan.conv_weight, 1, 1, plan.groups, out=new)
+        else:
+            raw = grouped_conv2d(plan.act_2(y), plan.conv_weight, 1, 1, plan.groups)
+            torch.mul(raw, se.excitation(raw), out=new)
         if plan.sfr_mats is not None:
             u = affine_act_(new, *plan.sfr_norm, plan.sfr_act)
             update = grouped_gemm_into(u.new_empty(n, plan.sfr_index.shape[0], h, w),
                                        plan.sfr_mats, u, strided_input=True)
             index_add_channels_(out[:, :channels], plan.sfr_index, update)
-        out[:, channels:channels + self.growth] = new
 
     def _plan_sources(self) -> tuple[tuple[torch.Tensor, ...], tuple[float, ...]] | None:
         """The tensors an :class:`InferencePlan` is made of and the ``eps`` of its BNs,

@@ -149,7 +149,8 @@ def uses_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
 
 
 def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
-                   padding: int = 0, groups: int = 1) -> torch.Tensor:
+                   padding: int = 0, groups: int = 1, *,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d`` without bias, faster on CPU for groups with few outputs.
 
     With ``o = C_out / G <= DEPTHWISE_MAX_OUT`` outputs per group, output ``j`` of every
@@ -157,24 +158,48 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
     group's ``C_in / G`` inputs; ``o`` depthwise passes do the work of the grouped conv
     with the same multiply-adds. Other shapes call ``F.conv2d``.
 
+    Args:
+        x: (N, C_in, H, W) input.
+        weight: (C_out, C_in / G, K, K) kernels.
+        stride / padding / groups: As in ``F.conv2d``.
+        out: Where to write the (N, C_out, H', W') result, e.g. a channel slice of a
+            larger buffer; in :func:`inference_fast_path` the depthwise route sums
+            straight into it (no autograd through ``out``).
+
+    Returns:
+        The result (``out`` when given).
+
     Example:
         >>> x, w = torch.rand(1, 32, 9, 9), torch.rand(8, 4, 3, 3)
         >>> y = grouped_conv2d(x, w, padding=1, groups=8)
         >>> torch.allclose(y, F.conv2d(x, w, padding=1, groups=8), atol=1e-5)
         True
+        >>> buf = torch.zeros(1, 12, 9, 9)
+        >>> _ = grouped_conv2d(x, w, padding=1, groups=8, out=buf[:, 4:])
+        >>> torch.equal(buf[:, 4:], y), buf[:, :4].abs().sum().item()
+        (True, 0.0)
     """
     c_out, c_in_g = weight.shape[:2]
-    c_in = x.shape[1]
+    n, c_in = x.shape[:2]
     if not uses_depthwise(c_in, c_out, groups):
-        return F.conv2d(x, weight, None, stride, padding, 1, groups)
+        y = F.conv2d(x, weight, None, stride, padding, 1, groups)
+        return y if out is None else out.copy_(y)
     per_out = c_out // groups
     kernels = weight.reshape(groups, per_out, c_in_g, *weight.shape[2:])
+    into = inference_fast_path()
     outs = []
     for j in range(per_out):
         dw = kernels[:, j].reshape(c_in, 1, *weight.shape[2:])
         y = F.conv2d(x, dw, None, stride, padding, 1, c_in)
-        outs.append(y.reshape(y.shape[0], groups, c_in_g, *y.shape[2:]).sum(2))
-    if per_out == 1:
-        return outs[0]
-    y = torch.stack(outs, 2)  # (N, G, per_out, H, W): channel g * per_out + j
-    return y.reshape(y.shape[0], c_out, *y.shape[3:])
+        y = y.reshape(n, groups, c_in_g, *y.shape[2:])
+        if into:  # sum each group straight into output channel g * per_out + j
+            if out is None:
+                out = y.new_empty(n, c_out, *y.shape[3:])
+            torch.sum(y, 2, out=out.unflatten(1, (groups, per_out))[:, :, j])
+        else:
+            outs.append(y.sum(2))
+    if into:
+        return out
+    # (N, G, per_out, H, W): channel g * per_out + j
+    y = outs[0] if per_out == 1 else torch.stack(outs, 2).flatten(1, 2)
+    return y if out is None else out.copy_(y)

@@ -56,6 +56,12 @@ class SqueezeExcitation(nn.Module):
         self.gate = nn.Sigmoid() if gate == 'sigmoid' else nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.excitation(x)
+
+    def excitation(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel gate ``forward`` multiplies ``x`` by, shaped to broadcast
+        against ``x`` ((N, C, 1, 1) or (N, C)); lets a caller write the product where
+        it wants it (``torch.mul(x, se.excitation(x), out=...)``)."""
         pooled = x if x.dim() == 2 else x.mean((2, 3))
         if self.with_norm:
             scale = self.gate(self.fc(pooled[:, :, None, None]))
@@ -63,7 +69,7 @@ class SqueezeExcitation(nn.Module):
             scale = self._excite_(pooled)
         else:
             scale = self.gate(self.fc(pooled))
-        return x * scale.reshape(*scale.shape[:2], *([1] * (x.dim() - 2)))
+        return scale.reshape(*scale.shape[:2], *([1] * (x.dim() - 2)))
 
     def _excite_(self, pooled: torch.Tensor) -> torch.Tensor:
         """``gate(fc(pooled))`` of the Linear form as functional calls, activations in
