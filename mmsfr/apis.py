@@ -169,9 +169,8 @@ def deploy_checkpoint(model: torch.nn.Module, dst: str | os.PathLike,
             layer, no module with a ``deploy`` flag still off, e.g. a ShuffleNet whose
             conv -> BN pairs are not folded yet).
     """
-    pending = [name for name, m in model.named_modules()
-               if getattr(m, 'deploy', True) is False]
-    if not condensing_layers(model) and not pending:
+    pending = any(getattr(m, 'deploy', True) is False for m in model.modules())
+    if not (pending or condensing_layers(model)):
         raise ValueError(f'{type(model).__name__} has no LGC/SFR layer and no module with '
                          'a deploy form left to convert: nothing to convert')
     convert_to_deploy(model)
