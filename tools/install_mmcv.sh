@@ -7,7 +7,7 @@
 #   * MMCV_WITH_OPS=1 compiles the C++ ops (nms, RoIAlign, ...); CPU only here;
 #   * mmcv's setup.py hard-codes -std=c++17, but torch 2.14's headers need C++20,
 #     so the flag is raised in the unpacked sdist before building.
-# The build takes ~30 min on 2 cores. To reuse a wheel of exactly this build, name a
+# The build takes 15-30 min on 2 cores. To reuse a wheel of exactly this build, name a
 # directory holding it in MMSFR_WHEEL_DIR; the wheel is only kept if its ops load
 # against the installed torch, otherwise the script builds from source.
 # pip's wheel cache is keyed by sdist, not by torch version, so every mmcv step runs
@@ -63,7 +63,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "[install_mmcv] building mmcv ${MMCV_VERSION} from source against torch ${torch_version} (~30 min on 2 cores)"
+echo "[install_mmcv] building mmcv ${MMCV_VERSION} from source against torch ${torch_version} (15-30 min on 2 cores)"
 "${PIP[@]}" download --no-cache-dir --no-deps --no-binary :all: --no-build-isolation \
     -d "$work" "mmcv==${MMCV_VERSION}"
 tar -xzf "$work/mmcv-${MMCV_VERSION}.tar.gz" -C "$work"
