@@ -7,6 +7,7 @@ Example:
     python bench/latency_224.py --tuned-malloc  # glibc keeps freed memory (less noise)
     python bench/latency_224.py --size 32       # fixed per-call costs dominate
     python bench/latency_224.py --batch 8       # throughput
+    python bench/latency_224.py --compile       # every model through torch.compile
 
 Every model runs with random weights (random BN statistics, condensed to the end of
 its schedule) on the same input; one table row per model with the median latency,
@@ -34,6 +35,14 @@ The targets checked at the end: CondenseNetV2-C deploy <= 1.0x MobileNetV2;
 deploy >= 2x faster than the masked form; SFR-ShuffleNetV2 1.5x deploy <= 1.1x
 torchvision ShuffleNetV2 1.5x. Outputs of the three CondenseNetV2-C forms are compared
 (max relative difference).
+
+``--compile``: time every model through ``torch.compile`` (TorchInductor with
+``freezing``: weights become constants, conv weights are pre-packed for oneDNN and
+elementwise chains are fused into generated C++ loops; a C++ compiler is needed).
+Inductor traces mmsfr's functional path, not the eager in-place kernels (they are for
+eager mode; see ``mmsfr.models.layers.inference_fast_path``). Compiling takes tens of
+seconds per model; its time is not counted. Two eager rows (MobileNetV2 and the
+largest CondenseNetV2 deploy) are timed in the same run for comparison.
 
 ``--tuned-malloc``: as in ``bench/detection_backbone.py``, re-run with glibc's malloc
 keeping freed memory. Even at 224 the default allocator returns freed heap tops to the
@@ -64,6 +73,24 @@ def classify(model):
     return model
 
 
+class _Logits(torch.nn.Module):
+    """An mmpretrain classifier's logits as a plain ``forward(x)`` (one graph to compile)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x, mode='tensor')
+
+
+def compiled(model):
+    """``model``'s image -> logits function through TorchInductor, weights frozen."""
+    if hasattr(model, 'data_preprocessor'):
+        model = _Logits(model)
+    return torch.compile(model, dynamic=False, options={'freezing': True})
+
+
 class ReferenceClassifier(torch.nn.Module):
     """Reference-form backbone + the classifier's own neck and head."""
 
@@ -89,6 +116,8 @@ def main(argv=None) -> int:
                         help='images per forward (default 1; the targets are for 1)')
     parser.add_argument('--profile', action='store_true',
                         help='also print the top ops of one CondenseNetV2 deploy forward')
+    parser.add_argument('--compile', action='store_true',
+                        help='time every model through torch.compile (inductor, freezing)')
     add_malloc_arg(parser)
     args = parser.parse_args(argv)
     check_positive(parser, args, 'threads', 'batch')
@@ -120,7 +149,14 @@ def main(argv=None) -> int:
     models['SFR-ShuffleNetV2 1.5x masked'] = sfr_masked
 
     x = torch.rand(batch, 3, size, size)
-    fns = {name: (lambda f=classify(m): f(x)) for name, m in models.items()}
+    runners = {name: classify(m) for name, m in models.items()}
+    if args.compile:
+        eager = {f'{name} (eager)': (models[name], runners[name])
+                 for name in ('torchvision MobileNetV2', f'CondenseNetV2-{last} deploy')}
+        runners = {name: compiled(m) for name, m in models.items()}
+        for name, (model, runner) in eager.items():  # context rows, same run
+            models[name], runners[name] = model, runner
+    fns = {name: (lambda f=f: f(x)) for name, f in runners.items()}
     with torch.inference_mode():
         outs = {name: fn() for name, fn in fns.items()}
     ceiling = gemm_gflops(args.threads, size=256 if args.quick else 1024)
@@ -134,7 +170,8 @@ def main(argv=None) -> int:
                      f'{100 * gflops / ceiling:.0f}%'])
     print(f'input {batch}x3x{size}x{size}, {args.threads} thread(s), {repeats} interleaved '
           f'rounds after {warmup} warm-up; dense GEMM ceiling {ceiling:.1f} GFLOP/s; '
-          f'allocator: {malloc}')
+          f'allocator: {malloc}' + ('; torch.compile (inductor, freezing) for every row '
+                                    'but the (eager) ones' if args.compile else ''))
     print_table('Latency (median)', ['model', 'MMACs', 'ms', 'x MobileNetV2', 'GFLOP/s',
                                      'of GEMM'], rows)
 
