@@ -27,7 +27,7 @@ import mmsfr  # noqa: E402,F401  (registers the models)
 from mmsfr.analysis import count_complexity  # noqa: E402
 from mmsfr.apis import build_from_config  # noqa: E402
 from mmsfr.models.layers import condense_model, convert_to_deploy  # noqa: E402
-from mmsfr.testing import randomise_bn  # noqa: E402
+from mmsfr.testing import randomise_bn, rel_diff  # noqa: E402,F401  (rel_diff: for the scripts)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -129,11 +129,6 @@ def deploy_copy(model: nn.Module) -> nn.Module:
 def build(config: str) -> nn.Module:
     """Model of a repo config with random weights, in eval mode."""
     return build_from_config(config).eval()
-
-
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b|."""
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

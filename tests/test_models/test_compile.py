@@ -13,10 +13,7 @@ import torch
 from conftest import randomise_bn
 from mmsfr.models import CondenseNetV2, SFRShuffleNetV2
 from mmsfr.models.layers import condense_model
-
-
-def rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+from mmsfr.testing import rel_diff
 
 
 def deployed(model):
@@ -44,4 +41,4 @@ def test_deploy_backbone_compiles_and_matches_eager(family):
             eager, got = model(x), compiled(x)
         assert len(got) == len(eager)
         for a, b in zip(got, eager):
-            assert a.shape == b.shape and rel(a, b) < 1e-5
+            assert a.shape == b.shape and rel_diff(a, b) < 1e-5

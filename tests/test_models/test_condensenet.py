@@ -13,6 +13,7 @@ from conftest import REPO, fixture_path, load_fixture
 from mmsfr.models import CondenseNet, CondenseNetV2
 from mmsfr.models.backbones.condensenet import convert_official_condensenet
 from mmsfr.models.layers import condense_model, condensing_layers
+from mmsfr.testing import rel_diff
 
 V2_CHANNELS = {'a': (24, 32, 96, 288, 800), 'b': (24, 72, 216, 600, 1176),
                'c': (48, 144, 400, 1040, 2064)}
@@ -151,10 +152,6 @@ def _classifier(deploy: bool):
     return MODELS.build(cfg.model).eval()
 
 
-def _rel_err(got, expected):
-    return ((got - expected).abs().max() / expected.abs().max()).item()
-
-
 @pytest.mark.parametrize('name,deploy,key', [
     ('cdnv2_a_converted.pth.tar.xz', True, 'logits_converted'),
     ('cdnv2_a_unconverted.pth.tar.xz', False, 'logits'),
@@ -167,12 +164,12 @@ def test_released_weights_reproduce_reference_logits(name, deploy, key):
     model.load_state_dict(convert_official_condensenet(state), strict=True)
     with torch.no_grad():
         logits = model(expected['input'], mode='tensor')
-    assert _rel_err(logits, expected[key]) <= 1e-4
+    assert rel_diff(logits, expected[key]) <= 1e-4
     if not deploy:  # our own conversion of the unconverted file matches too
         model.backbone.switch_to_deploy()
         with torch.no_grad():
             logits = model(expected['input'], mode='tensor')
-        assert _rel_err(logits, expected['logits_converted']) <= 1e-4
+        assert rel_diff(logits, expected['logits_converted']) <= 1e-4
 
 
 def _run_tool(*args):
@@ -198,7 +195,7 @@ def test_official_converter_tool_and_init_model(tmp_path):
         with torch.no_grad():
             logits = model(expected['input'], mode='tensor')
         key = 'logits_converted' if form == 'deploy' else 'logits'
-        assert _rel_err(logits, expected[key]) <= 1e-4
+        assert rel_diff(logits, expected[key]) <= 1e-4
         if form == 'train':  # tools/convert_to_deploy.py on it
             deploy = tmp_path / 'mine_deploy.pth'
             out = _run_tool('tools/convert_to_deploy.py',
@@ -209,7 +206,7 @@ def test_official_converter_tool_and_init_model(tmp_path):
                                    'condensenetv2-a_deploy_in1k.py'), str(deploy), device='cpu')
             with torch.no_grad():
                 logits = model(expected['input'], mode='tensor')
-            assert _rel_err(logits, expected['logits_converted']) <= 1e-4
+            assert rel_diff(logits, expected['logits_converted']) <= 1e-4
 
 
 def test_converter_errors(tmp_path):

@@ -18,10 +18,7 @@ from mmsfr.models.layers import (FastMaxPool2d, SqueezeExcitation, avg_pool2x2,
 from mmsfr.models.layers.condense import (affine_act_, channel_affine, eval_norm,
                                           eval_norm_act_)
 from mmsfr.models.layers.shuffle import channel_shuffle
-
-
-def rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+from mmsfr.testing import rel_diff
 
 
 @pytest.mark.parametrize('n', [1, 3])
@@ -30,14 +27,14 @@ def test_grouped_pointwise_equals_conv_with_folded_shuffles(n, groups, c_in, c_o
     torch.manual_seed(0)
     x, w = torch.randn(n, c_in, 5, 7), torch.randn(c_out, c_in // groups, 1, 1)
     ref = F.conv2d(x, w, groups=groups)
-    assert rel(grouped_pointwise(x, w, groups), ref) < 1e-6
-    assert rel(grouped_pointwise(x, w, groups, shuffle_output=True),
+    assert rel_diff(grouped_pointwise(x, w, groups), ref) < 1e-6
+    assert rel_diff(grouped_pointwise(x, w, groups, shuffle_output=True),
                channel_shuffle(ref, groups)) < 1e-6
     with torch.no_grad():  # the GEMMs write straight into the shuffled layout
-        assert rel(grouped_pointwise(x, w, groups, shuffle_output=True),
+        assert rel_diff(grouped_pointwise(x, w, groups, shuffle_output=True),
                    channel_shuffle(ref, groups)) < 1e-6
     shuffled_in = channel_shuffle(x, c_in // groups)  # group g <- channels g, g + G, ...
-    assert rel(grouped_pointwise(x, w, groups, strided_input=True),
+    assert rel_diff(grouped_pointwise(x, w, groups, strided_input=True),
                F.conv2d(shuffled_in, w, groups=groups)) < 1e-6
     with pytest.raises(ValueError, match='does not fit'):
         grouped_pointwise(x, torch.randn(c_out, c_in // groups + 1, 1, 1), groups)
@@ -54,7 +51,7 @@ def test_grouped_pointwise_bias_is_added_per_output_channel_in_both_paths(shuffl
     with torch.no_grad():  # baddbmm into the shuffled layout
         fast = grouped_pointwise(x, w, 4, shuffle_output=shuffle_output, bias=b)
     slow = grouped_pointwise(x, w, 4, shuffle_output=shuffle_output, bias=b)
-    assert rel(fast, ref) < 1e-6 and rel(slow, ref) < 1e-6
+    assert rel_diff(fast, ref) < 1e-6 and rel_diff(slow, ref) < 1e-6
 
 
 @pytest.mark.parametrize('c_in,c_out,groups,stride', [
@@ -70,11 +67,11 @@ def test_grouped_conv2d_equals_conv_values_and_grads(c_in, c_out, groups, stride
     w = torch.randn(c_out, c_in // groups, 3, 3, requires_grad=True)
     y = grouped_conv2d(x, w, stride, 1, groups)
     ref = F.conv2d(x, w, None, stride, 1, 1, groups)
-    assert y.shape == ref.shape and rel(y, ref) < 1e-5
+    assert y.shape == ref.shape and rel_diff(y, ref) < 1e-5
     g = torch.randn_like(ref)
     gx, gw = torch.autograd.grad(y, (x, w), g)
     rx, rw = torch.autograd.grad(ref, (x, w), g)
-    assert rel(gx, rx) < 1e-5 and rel(gw, rw) < 1e-5
+    assert rel_diff(gx, rx) < 1e-5 and rel_diff(gw, rw) < 1e-5
 
 
 @pytest.mark.parametrize('owned', [False, True])
@@ -86,12 +83,12 @@ def test_affine_act_equals_eval_norm_then_activation(owned, act_):
     ref = act_(bn(x))
     keep = x.clone()
     y = affine_act_(x, *channel_affine(bn), act_, owned=owned)
-    assert rel(y, ref) < 1e-6
+    assert rel_diff(y, ref) < 1e-6
     assert (y.data_ptr() == x.data_ptr()) is owned  # owned: overwritten, else untouched
     if not owned:
         assert torch.equal(x, keep)
     big = torch.randn(1, 6, 1024, 700)  # >= INPLACE_MIN_NUMEL: the in-place route
-    assert rel(eval_norm_act_(big.clone(), eval_norm(bn), act_, owned=True),
+    assert rel_diff(eval_norm_act_(big.clone(), eval_norm(bn), act_, owned=True),
                act_(bn(big))) < 1e-6
 
 
@@ -106,7 +103,7 @@ def test_squeeze_excitation_fast_path_equals_module_path(gate, with_norm):
         assert ref.requires_grad
         with torch.no_grad():
             assert inference_fast_path()
-            assert rel(se(x), ref) < 1e-6
+            assert rel_diff(se(x), ref) < 1e-6
 
 
 @pytest.mark.parametrize('n', [1, 3])
@@ -120,7 +117,7 @@ def test_grouped_conv2d_writes_into_a_channel_slice(n, c_in, c_out):
         with torch.set_grad_enabled(grad):
             got = grouped_conv2d(x, w, 1, 1, 8, out=buf[:, 3:3 + c_out])
         assert got.data_ptr() == buf[:, 3:].data_ptr()
-        assert rel(buf[:, 3:3 + c_out], ref) < 1e-5
+        assert rel_diff(buf[:, 3:3 + c_out], ref) < 1e-5
         assert buf[:, :3].abs().sum() == 0 and buf[:, 3 + c_out:].abs().sum() == 0
 
 
@@ -130,7 +127,7 @@ def test_avg_pool2x2_matches_avg_pool_in_both_paths(h, w):
     ref = F.avg_pool2d(x, 2, 2)
     with torch.no_grad():
         assert inference_fast_path()
-        assert rel(avg_pool2x2(x), ref) < 1e-6
+        assert rel_diff(avg_pool2x2(x), ref) < 1e-6
     assert not inference_fast_path()  # grad mode: the canonical op
     assert torch.equal(avg_pool2x2(x), ref)
 
@@ -199,7 +196,7 @@ def test_fold_batchnorm_equals_conv_then_norm(groups, bias):
     x = torch.randn(2, 8, 9, 9)
     with torch.no_grad():
         ref = bn(conv(x))
-    assert rel(F.conv2d(x, weight, shift, 2, 1, 1, groups), ref) < 1e-6
+    assert rel_diff(F.conv2d(x, weight, shift, 2, 1, 1, groups), ref) < 1e-6
     with pytest.raises(ValueError, match='12 channels'):
         fold_batchnorm(conv.weight, None, nn.BatchNorm2d(12))
     with pytest.raises(ValueError, match='running statistics'):
@@ -218,7 +215,7 @@ def test_fuse_conv_module_keeps_geometry_and_activation(act):
     assert type(fused.activate) is type(module.activate) if act else not fused.with_activation
     x = torch.randn(2, 6, 11, 11)
     with torch.no_grad():
-        assert rel(fused(x), module(x)) < 1e-6
+        assert rel_diff(fused(x), module(x)) < 1e-6
     # Nothing to fold: a GroupNorm, or a norm-free module, comes back unchanged.
     gn = ConvModule(6, 12, 3, norm_cfg=dict(type='GN', num_groups=3))
     assert fuse_conv_module(gn) is gn
@@ -249,10 +246,10 @@ def test_dense_blocks_in_place_path_equals_functional_path(n):
         with torch.enable_grad():  # concatenations, canonical ops
             slow = model(x)
         for a, b in zip(fast, slow):
-            assert a.shape == b.shape and rel(a, b.detach()) < 1e-5
+            assert a.shape == b.shape and rel_diff(a, b.detach()) < 1e-5
     with torch.no_grad():
         for a, b in zip(masked(x), deploy(x)):
-            assert rel(b, a) < 1e-5
+            assert rel_diff(b, a) < 1e-5
 
 
 def test_folded_lgc_norm_follows_changed_weights_and_train_mode():
@@ -266,7 +263,7 @@ def test_folded_lgc_norm_follows_changed_weights_and_train_mode():
         with torch.no_grad():
             fast = deploy(x)[0]
         slow = deploy(x)[0].detach()  # canonical path: BN after the GEMM
-        assert rel(fast, slow) < 1e-5
+        assert rel_diff(fast, slow) < 1e-5
         return fast
 
     before = check()
@@ -275,22 +272,22 @@ def test_folded_lgc_norm_follows_changed_weights_and_train_mode():
     with torch.no_grad():
         layer.conv_2.norm.running_var.mul_(4)  # in place: version counter moves
     after = check()
-    assert rel(after, before) > 1e-3 and layer.inference_plan() is not plan
+    assert rel_diff(after, before) > 1e-3 and layer.inference_plan() is not plan
     state = copy.deepcopy(deploy.state_dict())
     state['blocks.0.1.conv_1.conv.weight'] *= -1
     deploy.load_state_dict(state)
-    assert rel(check(), after) > 1e-3
+    assert rel_diff(check(), after) > 1e-3
     layer.conv_2.norm = copy.deepcopy(layer.conv_2.norm)  # a replaced module
     layer.conv_2.norm.eps = 0.5
     changed = check()
     deploy.double()  # new storage for every tensor
     x = x.double()
-    assert rel(check(), changed.double()) < 1e-5
+    assert rel_diff(check(), changed.double()) < 1e-5
     deploy.train()  # batch statistics: the folded eval-mode BN must not be used
     assert layer.inference_plan() is None
     with torch.no_grad():
         fast = deploy(x)[0]
-    assert rel(fast, deploy(x)[0].detach()) < 1e-5
+    assert rel_diff(fast, deploy(x)[0].detach()) < 1e-5
 
 
 def test_sfr_shufflenet_in_place_path_equals_functional_path():
@@ -302,7 +299,7 @@ def test_sfr_shufflenet_in_place_path_equals_functional_path():
         ref = masked(x)
     slow = deploy(x)
     for a, b, c in zip(fast, slow, ref):
-        assert rel(a, b.detach()) < 1e-5 and rel(a, c) < 1e-5
+        assert rel_diff(a, b.detach()) < 1e-5 and rel_diff(a, c) < 1e-5
 
 
 def test_deploy_backbone_trains_through_the_functional_path():

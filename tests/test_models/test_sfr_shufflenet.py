@@ -20,6 +20,7 @@ from mmsfr.analysis import count_complexity
 from mmsfr.models import (SFRShuffleNetV2, SFRShuffleNetV2Plus, ShuffleNetV2,
                           ShuffleNetV2Plus, condense_model)
 from mmsfr.models.layers import SparseFeatureReactivation, condensing_layers
+from mmsfr.testing import rel_diff
 
 from conftest import randomise_bn, REPO, fixture_path, load_fixture
 
@@ -53,10 +54,6 @@ def build_classifier(cls: type, arch: str, **backbone) -> nn.Module:
     return MODELS.build(dict(
         type='ImageClassifier', neck=dict(type='GlobalAveragePooling'), head=head,
         backbone=dict(type=cls.__name__, arch=arch, out_indices=(4, ), **backbone)))
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def run_tool(*args) -> subprocess.CompletedProcess:
@@ -142,7 +139,7 @@ def test_condense_then_deploy_is_exact(cls, kwargs):
     with torch.no_grad():
         masked = model(x)
         without_sfr = dead(x)
-    assert rel_err(masked[-1], without_sfr[-1]) > 1e-3  # the reactivation does something
+    assert rel_diff(masked[-1], without_sfr[-1]) > 1e-3  # the reactivation does something
     model.switch_to_deploy()
     assert model.deploy and all(m.deploy for _, m in condensing_layers(model))
     for unit in model.sfr_units():  # deploy SFR = depthwise 3x3 + index_add
@@ -155,13 +152,13 @@ def test_condense_then_deploy_is_exact(cls, kwargs):
     with torch.no_grad():
         deployed = model(x)
     for a, b in zip(deployed, masked):
-        assert rel_err(a, b) <= 1e-5
+        assert rel_diff(a, b) <= 1e-5
     # A deploy model built directly loads the converted weights strictly.
     direct = cls(out_indices=(0, 1, 2, 3, 4), deploy=True, **kwargs).eval()
     direct.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         for a, b in zip(direct(x), masked):
-            assert rel_err(a, b) <= 1e-5
+            assert rel_diff(a, b) <= 1e-5
 
 
 def test_unfinished_condensation_refused():
@@ -273,7 +270,7 @@ def test_official_converter_tool(tmp_path, capsys, model_name, stem, config):
     model = init_model(str(CONFIGS / config), str(dst), device='cpu')
     with torch.no_grad():
         logits = model(expected['input'], mode='tensor')  # BGR 0-255
-    assert rel_err(logits, expected['logits']) <= 1e-4
+    assert rel_diff(logits, expected['logits']) <= 1e-4
 
 
 def test_torchvision_converter_tool(tmp_path, capsys):
@@ -291,7 +288,7 @@ def test_torchvision_converter_tool(tmp_path, capsys):
                        device='cpu')
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert rel_err(model(x, mode='tensor'), reference(x)) <= 1e-4
+        assert rel_diff(model(x, mode='tensor'), reference(x)) <= 1e-4
 
 
 def test_convert_to_deploy_tool_on_sfr_config(tmp_path, capsys):
@@ -308,7 +305,7 @@ def test_convert_to_deploy_tool_on_sfr_config(tmp_path, capsys):
                           device='cpu')
     x = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
-        assert rel_err(deployed(x, mode='tensor'), model.eval()(x, mode='tensor')) <= 1e-5
+        assert rel_diff(deployed(x, mode='tensor'), model.eval()(x, mode='tensor')) <= 1e-5
 
 
 def test_convert_to_deploy_tool_folds_a_plain_shufflenet(tmp_path, capsys):
@@ -326,7 +323,7 @@ def test_convert_to_deploy_tool_folds_a_plain_shufflenet(tmp_path, capsys):
     deployed = init_model(cfg, str(deploy), device='cpu')
     x = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
-        assert rel_err(deployed(x, mode='tensor'), model(x, mode='tensor')) <= 1e-5
+        assert rel_diff(deployed(x, mode='tensor'), model(x, mode='tensor')) <= 1e-5
     # Converting the deploy form again has nothing left to do; nothing is written.
     again = tmp_path / 'again.pth'
     code, _, stderr = tool_main('tools/convert_to_deploy.py', train_cfg, deploy, again,
