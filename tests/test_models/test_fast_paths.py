@@ -74,6 +74,25 @@ def test_grouped_conv2d_equals_conv_values_and_grads(c_in, c_out, groups, stride
     assert rel_diff(gx, rx) < 1e-5 and rel_diff(gw, rw) < 1e-5
 
 
+@pytest.mark.parametrize('c_in,c_out,groups', [
+    (32, 8, 8),     # depthwise route
+    (128, 32, 8),   # 4 outputs per group: channels-last kernel
+    (64, 64, 8),
+    (16, 16, 16),   # depthwise itself and dense: plain conv
+    (8, 4, 1),
+])
+def test_grouped_conv2d_inference_returns_the_conv_in_nchw(c_in, c_out, groups):
+    torch.manual_seed(0)
+    x = torch.randn(2, c_in, 9, 11)
+    w = torch.randn(c_out, c_in // groups, 3, 3)
+    ref = F.conv2d(x, w, None, 1, 1, 1, groups)
+    with torch.no_grad():
+        assert inference_fast_path()
+        y = grouped_conv2d(x, w, 1, 1, groups)
+    assert y.shape == ref.shape and y.is_contiguous() and rel_diff(y, ref) < 1e-5
+    assert x.is_contiguous() and w.is_contiguous()  # the inputs keep their layout
+
+
 @pytest.mark.parametrize('owned', [False, True])
 @pytest.mark.parametrize('act_', [torch.relu_, lambda t: F.hardswish(t, inplace=True)])
 def test_affine_act_equals_eval_norm_then_activation(owned, act_):

@@ -13,7 +13,9 @@ size. The functions here compute the same sums with better-suited kernels:
   ``k`` of group ``g`` to channel ``k * G + g`` (the LGC output shuffle).
 * :func:`grouped_conv2d`: a KxK grouped conv; when each group has at most
   ``DEPTHWISE_MAX_OUT`` outputs it is computed as depthwise convs (one per output of a
-  group) followed by a sum over each group's inputs.
+  group) followed by a sum over each group's inputs; with more outputs per group,
+  inference runs oneDNN's channels-last (NHWC) grouped kernel, which is faster than
+  its NCHW one for these shapes even with the layout changes in and out.
 
 Both give the result of ``nn.functional.conv2d`` up to float summation order
 (tested to 1e-5 relative) and support autograd.
@@ -156,7 +158,11 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
     With ``o = C_out / G <= DEPTHWISE_MAX_OUT`` outputs per group, output ``j`` of every
     group is a depthwise conv of all inputs (each with its own kernel) summed over the
     group's ``C_in / G`` inputs; ``o`` depthwise passes do the work of the grouped conv
-    with the same multiply-adds. Other shapes call ``F.conv2d``.
+    with the same multiply-adds. Other shapes call ``F.conv2d``; a grouped conv with
+    more outputs per group does so on channels-last copies of ``x`` and ``weight`` in
+    :func:`inference_fast_path` (faster in the whole deploy model, the copies
+    included: ``bench/latency_224.py``, ``bench/detection_backbone.py``) and returns a
+    contiguous NCHW result all the same.
 
     Args:
         x: (N, C_in, H, W) input.
@@ -182,8 +188,14 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
     c_out, c_in_g = weight.shape[:2]
     n, c_in = x.shape[:2]
     if not uses_depthwise(c_in, c_out, groups):
+        nhwc = 1 < groups < c_in and inference_fast_path()
+        if nhwc:
+            x = x.contiguous(memory_format=torch.channels_last)
+            weight = weight.contiguous(memory_format=torch.channels_last)
         y = F.conv2d(x, weight, None, stride, padding, 1, groups)
-        return y if out is None else out.copy_(y)
+        if out is not None:
+            return out.copy_(y)
+        return y.contiguous() if nhwc else y
     per_out = c_out // groups
     kernels = weight.reshape(groups, per_out, c_in_g, *weight.shape[2:])
     into = inference_fast_path()
