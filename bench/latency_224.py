@@ -198,7 +198,8 @@ def main(argv=None) -> int:
         from torch.profiler import ProfilerActivity, profile
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
             fns[dep]()
-        print(f'\nProfile of one {dep} forward\n')
+        calls = sum(e.cpu_parent is None and e.name.startswith('aten::') for e in prof.events())
+        print(f'\nProfile of one {dep} forward ({calls} top-level aten calls)\n')
         print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=15))
     worst = max(float(d[1]) for d in diffs)
     if worst > 1e-5:

@@ -3,6 +3,7 @@
 Speed is not asserted here (a shared CI machine measures noise); the scripts' full runs
 produce the README's figures.
 """
+import re
 import subprocess
 import sys
 
@@ -43,6 +44,9 @@ def test_tuned_malloc_reruns_with_the_setting_and_profiles(script):
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'allocator: glibc.malloc.mmap_threshold=4294967296' in out.stdout
     assert 'aten::mkldnn_convolution' in out.stdout  # the op profile
+    if script == 'latency_224.py':  # and the number of calls the README quotes
+        calls = re.search(r'forward \((\d+) top-level aten calls\)', out.stdout)
+        assert calls and int(calls.group(1)) > 100, out.stdout
 
 
 def test_benchmarks_reject_bad_arguments():
