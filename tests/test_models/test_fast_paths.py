@@ -29,13 +29,13 @@ def test_grouped_pointwise_equals_conv_with_folded_shuffles(n, groups, c_in, c_o
     ref = F.conv2d(x, w, groups=groups)
     assert rel_diff(grouped_pointwise(x, w, groups), ref) < 1e-6
     assert rel_diff(grouped_pointwise(x, w, groups, shuffle_output=True),
-               channel_shuffle(ref, groups)) < 1e-6
+                    channel_shuffle(ref, groups)) < 1e-6
     with torch.no_grad():  # the GEMMs write straight into the shuffled layout
         assert rel_diff(grouped_pointwise(x, w, groups, shuffle_output=True),
-                   channel_shuffle(ref, groups)) < 1e-6
+                        channel_shuffle(ref, groups)) < 1e-6
     shuffled_in = channel_shuffle(x, c_in // groups)  # group g <- channels g, g + G, ...
     assert rel_diff(grouped_pointwise(x, w, groups, strided_input=True),
-               F.conv2d(shuffled_in, w, groups=groups)) < 1e-6
+                    F.conv2d(shuffled_in, w, groups=groups)) < 1e-6
     with pytest.raises(ValueError, match='does not fit'):
         grouped_pointwise(x, torch.randn(c_out, c_in // groups + 1, 1, 1), groups)
 
@@ -108,7 +108,7 @@ def test_affine_act_equals_eval_norm_then_activation(owned, act_):
         assert torch.equal(x, keep)
     big = torch.randn(1, 6, 1024, 700)  # >= INPLACE_MIN_NUMEL: the in-place route
     assert rel_diff(eval_norm_act_(big.clone(), eval_norm(bn), act_, owned=True),
-               act_(bn(big))) < 1e-6
+                    act_(bn(big))) < 1e-6
 
 
 @pytest.mark.parametrize('gate', ['sigmoid', 'hsigmoid'])
