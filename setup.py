@@ -1,4 +1,11 @@
-"""mmsfr: sparse-feature-reactivation detection backbones for MMDetection."""
+"""mmsfr: sparse-feature-reactivation detection backbones for MMDetection.
+
+Builds the optional C++ extension ``mmsfr._ext`` (fused CPU kernels of the deploy
+CondenseNetV2 layers) when torch is importable, i.e. with
+``pip install --no-build-isolation -e .`` after torch. ``MMSFR_WITH_OPS=0`` skips it;
+without it mmsfr runs the same models with PyTorch ops only.
+"""
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -7,6 +14,20 @@ from setuptools import find_packages, setup
 def read_requirements(name: str) -> list[str]:
     lines = Path('requirements', name).read_text().splitlines()
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith('#')]
+
+
+def extensions() -> dict:
+    """``ext_modules`` / ``cmdclass`` of the C++ extension, or nothing."""
+    if os.environ.get('MMSFR_WITH_OPS', '1') == '0':
+        return {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:  # e.g. an isolated build without torch: pure-PyTorch install
+        return {}
+    ext = CppExtension('mmsfr._ext', ['mmsfr/csrc/dense_layer.cpp'],
+                       depends=['mmsfr/csrc/kernels.h'], extra_compile_args=['-O3'],
+                       optional=True)  # no compiler: install without it (PyTorch ops)
+    return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 
 
 version: dict = {}
@@ -24,4 +45,5 @@ setup(
     read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt'), 'deploy': read_requirements('deploy.txt')},
     license='Apache-2.0',
+    **extensions(),
 )

@@ -11,7 +11,9 @@ deploy form, outputs at strides 4-32) on one image, interleaved round-robin with
 * the same backbone in the reference form (``bench/reference_form.py``: grouped
   ``nn.Conv2d``, dense float scatter matrices, four-op hard-swish), same weights;
 * mmdet's ResNet-50 (``out_indices=(0, 1, 2, 3)``), the backbone of the RetinaNet /
-  Faster R-CNN baselines.
+  Faster R-CNN baselines;
+* when ``mmsfr._ext`` is built, mmsfr's backbone once more with PyTorch ops only (the
+  path without the extension, ``MMSFR_NATIVE=0``).
 
 Checks: mmsfr >= 3x faster than the reference form with outputs equal within 1e-5
 (max |diff| / max |output| per level) and >= 6x faster than ResNet-50. A profile of the
@@ -29,8 +31,8 @@ import torch
 from mmdet.models.backbones import ResNet
 
 from _common import (add_malloc_arg, apply_malloc_arg, base_parser, check_positive,
-                     condensed, deploy_copy, macs, print_table, rel_diff, time_interleaved,
-                     verdict)
+                     condensed, deploy_copy, kernels_status, macs, native, print_table,
+                     pytorch_kernels, rel_diff, time_interleaved, verdict)
 from mmsfr.models import CondenseNetV2
 from reference_form import reference_backbone, scatter_bytes
 
@@ -63,8 +65,13 @@ def main(argv=None) -> int:
         'reference form CondenseNetV2-C': reference_backbone(ours),
         'mmdet ResNet-50': r50,
     }
+    plain = 'mmsfr CondenseNetV2-C (deploy), PyTorch ops'
+    if native.native_enabled():
+        models[plain] = ours
     x = torch.rand(1, 3, h, w)
     fns = {name: (lambda m=m: m(x)) for name, m in models.items()}
+    if plain in fns:
+        fns[plain] = pytorch_kernels(fns[plain])
     with torch.inference_mode():
         outs = {name: fn() for name, fn in fns.items()}
     times = time_interleaved(fns, repeats, warmup)
@@ -72,16 +79,18 @@ def main(argv=None) -> int:
     rows = [[name, macs(m, (1, 3, h, w)) / 1e9, times[name], times[name] / ours_t]
             for name, m in models.items()]
     print(f'input 1x3x{h}x{w}, {args.threads} thread(s), {repeats} interleaved rounds '
-          f'after {warmup} warm-up (backbone only, no autograd); allocator: {malloc}')
+          f'after {warmup} warm-up (backbone only, no autograd); allocator: {malloc}; '
+          f'deploy layers: {kernels_status()}')
     print_table('Backbone latency (median)', ['backbone', 'GMACs', 's', 'x mmsfr'], rows)
 
-    diff = max(rel_diff(a, b) for a, b in zip(outs['mmsfr CondenseNetV2-C (deploy)'],
-                                                outs['reference form CondenseNetV2-C']))
+    diff = max(rel_diff(a, b) for other in ('reference form CondenseNetV2-C', plain)
+               if other in outs
+               for a, b in zip(outs['mmsfr CondenseNetV2-C (deploy)'], outs[other]))
     vs_ref = times['reference form CondenseNetV2-C'] / ours_t
     vs_r50 = times['mmdet ResNet-50'] / ours_t
     print_table('Targets', ['check', 'value', 'result'], [
         ['speed-up over the reference form >= 3x', vs_ref, verdict(vs_ref >= 3)],
-        ['outputs equal to the reference form (rel.) <= 1e-5', f'{diff:.1e}',
+        ['outputs equal to the reference form and PyTorch ops (rel.) <= 1e-5', f'{diff:.1e}',
          verdict(diff <= 1e-5)],
         ['speed-up over mmdet ResNet-50 >= 6x', vs_r50, verdict(vs_r50 >= 6)],
     ])

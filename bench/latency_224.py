@@ -19,7 +19,9 @@ that speed as a share of the machine's dense GEMM speed measured in the same run
 * torchvision MobileNetV2 and ShuffleNetV2 1.5x (the references of the paper), and
   for context the same ShuffleNetV2 with its conv -> BN pairs folded (mmcv's
   ``fuse_conv_bn``), as mmsfr's ShuffleNet deploy forms fold theirs;
-* CondenseNetV2-A/B/C in mmsfr's deploy form;
+* CondenseNetV2-A/B/C in mmsfr's deploy form (with the C++ kernels of
+  ``mmsfr._ext`` when they are built), and CondenseNetV2-C's deploy form once more with
+  PyTorch ops only (``MMSFR_NATIVE=0``, the path without the extension);
 * CondenseNetV2-C in the reference form (``bench/reference_form.py``: grouped
   ``nn.Conv2d``, dense float scatter matrices, four-op hard-swish) and in its
   train-time (masked) form;
@@ -58,8 +60,8 @@ import torchvision
 from mmcv.cnn import fuse_conv_bn
 
 from _common import (add_malloc_arg, apply_malloc_arg, base_parser, build, check_positive,
-                     condensed, deploy_copy, gemm_gflops, macs, print_table, rel_diff,
-                     time_interleaved, verdict)
+                     condensed, deploy_copy, gemm_gflops, kernels_status, macs, native,
+                     print_table, pytorch_kernels, rel_diff, time_interleaved, verdict)
 from reference_form import reference_backbone
 
 CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
@@ -141,6 +143,10 @@ def main(argv=None) -> int:
     for arch in archs:
         masked = condensed(build(CDN.format(arch)))
         models[f'CondenseNetV2-{arch.upper()} deploy'] = deploy_copy(masked)
+    dep = f'CondenseNetV2-{last} deploy'
+    plain = f'{dep}, PyTorch ops'
+    if native.native_enabled() and not args.compile:  # compiled, both rows would be one
+        models[plain] = models[dep]  # the same model, run with the kernels switched off
     models[f'CondenseNetV2-{last} reference form'] = ReferenceClassifier(
         models[f'CondenseNetV2-{last} deploy']).eval()
     models[f'CondenseNetV2-{last} masked'] = masked
@@ -150,6 +156,8 @@ def main(argv=None) -> int:
 
     x = torch.rand(batch, 3, size, size)
     runners = {name: classify(m) for name, m in models.items()}
+    if plain in runners:
+        runners[plain] = pytorch_kernels(runners[plain])
     if args.compile:
         eager = {f'{name} (eager)': (models[name], runners[name])
                  for name in ('torchvision MobileNetV2', f'CondenseNetV2-{last} deploy')}
@@ -170,13 +178,13 @@ def main(argv=None) -> int:
                      f'{100 * gflops / ceiling:.0f}%'])
     print(f'input {batch}x3x{size}x{size}, {args.threads} thread(s), {repeats} interleaved '
           f'rounds after {warmup} warm-up; dense GEMM ceiling {ceiling:.1f} GFLOP/s; '
-          f'allocator: {malloc}' + ('; torch.compile (inductor, freezing) for every row '
-                                    'but the (eager) ones' if args.compile else ''))
+          f'allocator: {malloc}; deploy CondenseNetV2 layers: {kernels_status()}'
+          + ('; torch.compile (inductor, freezing) for every row but the (eager) ones'
+             if args.compile else ''))
     print_table('Latency (median)', ['model', 'MMACs', 'ms', 'x MobileNetV2', 'GFLOP/s',
                                      'of GEMM'], rows)
 
-    dep, ref, msk = (f'CondenseNetV2-{last} {f}' for f in ('deploy', 'reference form',
-                                                            'masked'))
+    ref, msk = (f'CondenseNetV2-{last} {f}' for f in ('reference form', 'masked'))
     checks = [
         (f'{dep} <= 1.0x MobileNetV2', times[dep] / base, times[dep] <= base),
         (f'{dep} >= 2x faster than masked', times[msk] / times[dep],
@@ -190,7 +198,7 @@ def main(argv=None) -> int:
     print_table('Targets', ['check', 'ratio', 'result'],
                 [[c, r, verdict(ok) if 'speed-up' not in c else '-'] for c, r, ok in checks])
     diffs = [[f'{dep} vs {other}', f'{rel_diff(outs[dep], outs[other]):.1e}']
-             for other in (ref, msk)]
+             for other in (ref, msk, plain) if other in outs]
     diffs.append(['SFR-ShuffleNetV2 1.5x deploy vs masked',
                   f"{rel_diff(outs['SFR-ShuffleNetV2 1.5x deploy'], outs['SFR-ShuffleNetV2 1.5x masked']):.1e}"])
     print_table('Exactness (max |diff| / max |logit|)', ['outputs', 'rel. diff'], diffs)

@@ -25,6 +25,7 @@ from ..layers.condense import (affine_act_, channel_affine, eval_affine,
                                index_add_channels_, inplace_activation)
 from ..layers.fuse import fold_affine
 from ..layers.grouped_conv import gemm_start, grouped_gemm_into
+from ..layers.native import activation_code, native_ops, se_arguments
 
 
 _data_ptr = torch.Tensor.data_ptr
@@ -81,9 +82,15 @@ class DenseLayer(nn.Module):
         buffer by index (a channel slice of a batch is not contiguous and would be
         copied first), and ``conv_2``'s BN is folded into the LGC's GEMM (one pass less
         over ``4k`` channels). Runs the functional path when no
-        :meth:`inference_plan` applies.
+        :meth:`inference_plan` applies, and the fused C++ kernels of
+        :mod:`~mmsfr.models.layers.native` when they are built and the plan fits them
+        (float32 on CPU, activations they implement).
         """
         plan = self.inference_plan()
+        ops = None if plan is None or plan.native_lgc is None else native_ops()
+        if ops is not None and out.dtype == torch.float32 and out.device.type == 'cpu':
+            self._write_native_(ops, plan, out, channels)
+            return
         if plan is None:
             old = out[:, :channels]
             new = self.new_features(old)
@@ -108,6 +115,21 @@ class DenseLayer(nn.Module):
             update = grouped_gemm_into(u.new_empty(n, plan.sfr_index.shape[0], h, w),
                                        plan.sfr_mats, u, strided_input=True)
             index_add_channels_(out[:, :channels], plan.sfr_index, update)
+
+    def _write_native_(self, ops, plan: 'InferencePlan', out: torch.Tensor,
+                       channels: int) -> None:
+        """:meth:`write_features_` through the C++ kernels (``ops``)."""
+        ops.lgc_conv_(out, channels, plan.index, *plan.native_lgc)
+        se = self._modules.get('se')
+        if se is not None:
+            args = se_arguments(se)
+            if args is None:
+                new = out[:, channels:channels + self.growth]
+                new.mul_(se.excitation(new))
+            else:
+                ops.se_(out, channels, self.growth, *args)
+        if plan.native_sfr is not None:
+            ops.sfr_(out, channels, self.growth, *plan.native_sfr, plan.sfr_index)
 
     def _plan_sources(self) -> tuple[tuple[torch.Tensor, ...], tuple[float, ...]] | None:
         """The tensors an :class:`InferencePlan` is made of and the ``eps`` of its BNs,
@@ -173,7 +195,8 @@ class DenseLayer(nn.Module):
                 sources, key, lgc.index, channel_affine(lgc.norm), inplace_activation(lgc.act),
                 weight.reshape(g, weight.shape[0] // g, -1), gemm_start(shift, g, True),
                 inplace_activation(conv_2.act), conv_2.conv.weight, conv_2.conv.groups,
-                *sfr_parts)
+                *sfr_parts, None, None)
+            plan = plan._replace(**native_arguments(plan, conv_2.conv))
         self.__dict__['_inference_plan'] = plan
         return plan
 
@@ -208,7 +231,8 @@ class InferencePlan(NamedTuple):
     (:meth:`DenseLayer.inference_plan`): the LGC's index and BN (as the per-channel
     scale and shift of :func:`~mmsfr.models.layers.condense.channel_affine`), its GEMM
     matrices with ``conv_2``'s BN folded in, ``conv_2``'s grouped 3x3 weight and the
-    SFR's BN (scale and shift), GEMM matrices and index.
+    SFR's BN (scale and shift), GEMM matrices and index; ``native_lgc`` /
+    ``native_sfr`` hold the same as the C++ kernels take them (:func:`native_arguments`).
 
     Example:
         >>> from mmsfr.models import CondenseNetV2, condense_model
@@ -235,6 +259,34 @@ class InferencePlan(NamedTuple):
     sfr_act: Callable[[torch.Tensor], torch.Tensor] | None
     sfr_mats: torch.Tensor | None
     sfr_index: torch.Tensor | None
+    native_lgc: tuple | None
+    native_sfr: tuple | None
+
+
+def native_arguments(plan: InferencePlan, conv: nn.Conv2d) -> dict[str, tuple | None]:
+    """The arguments of the C++ kernels (``lgc_conv_`` and ``sfr_`` of
+    :mod:`~mmsfr.models.layers.native`) after the buffer and channel count, as the
+    ``native_lgc`` / ``native_sfr`` fields of ``plan``; both None if the kernels do not
+    implement the plan: not float32 on CPU, a conv other than 3x3 / stride 1 / padding 1,
+    or an activation they lack.
+    """
+    none = dict(native_lgc=None, native_sfr=None)
+    codes = [activation_code(plan.act), activation_code(plan.act_2)]
+    if plan.sfr_act is not None:
+        codes.append(activation_code(plan.sfr_act))
+    weight = plan.conv_weight
+    if (None in codes or weight.dtype != torch.float32 or weight.device.type != 'cpu'
+            or weight.shape[2:] != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
+            or conv.dilation != (1, 1)):
+        return none
+    flat = [t.reshape(-1).contiguous() for t in plan.norm]
+    lgc = (*flat, codes[0], plan.mats.contiguous(),
+           plan.start.reshape(plan.mats.shape[:2]).contiguous(), codes[1], weight.contiguous())
+    sfr = None
+    if plan.sfr_mats is not None:
+        sfr = (*(t.reshape(-1).contiguous() for t in plan.sfr_norm), codes[2],
+               plan.sfr_mats.contiguous())
+    return dict(native_lgc=lgc, native_sfr=sfr)
 
 
 class DenseBlock(nn.Sequential):

@@ -1,0 +1,365 @@
+// Fused inference kernels of a deploy-form CondenseNetV2 dense layer (CPU, float32).
+//
+// A dense block keeps its features in one pre-allocated NCHW buffer; layer l reads the
+// first `channels` channels and writes `growth` new ones after them. Two entry points:
+//
+// * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle,
+//   with conv_2's BN folded into the GEMM's bias) -> act -> grouped 3x3 conv, written
+//   straight into the buffer's new channels. The GEMMs run in ATen (MKL / oneDNN);
+//   the gather + BN + act is one pass, the bias + act + zero padding another, and the
+//   3x3 conv is a direct, register-blocked kernel over the padded planes, which reads
+//   the shuffled channels through its plane order (no shuffle pass).
+// * sfr_: SFR (BN -> act on the new channels -> grouped 1x1 conv on the shuffled
+//   inputs -> index_add into the old channels) as one pass over the old channels.
+// * se_: the squeeze-excite of the new channels (later blocks), in place.
+//
+// Both compute the same sums as the PyTorch path in mmsfr/models (float summation order
+// aside); mmsfr/models/layers/native.py loads them and tests/test_native.py checks them.
+
+#include <ATen/Parallel.h>
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <atomic>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace kernels_generic {
+#include "kernels.h"
+}  // namespace kernels_generic
+
+#if defined(__x86_64__) || defined(__i386__)
+namespace kernels_avx2 {
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#include "kernels.h"
+#pragma GCC pop_options
+}  // namespace kernels_avx2
+#else
+namespace kernels_avx2 = kernels_generic;  // never selected: cpu_supports_avx2() is false
+#endif
+
+namespace {
+
+// Zeros after each padded plane: conv3x3_block reads whole vector chunks (up to 96
+// positions past the last output) and two positions past the padded plane.
+constexpr int64_t kTail = 2 + 96;
+// Flat output positions per conv task are a multiple of every chunk (16, 32, 48).
+constexpr int64_t kChunkLcm = 96;
+// Spatial positions per task of the SFR kernel.
+constexpr int64_t kSfrTile = 1024;
+
+bool cpu_supports_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+#else
+  return false;
+#endif
+}
+
+// Which kernels run: the AVX2 ones where the CPU has them, unless switched off.
+std::atomic<bool> avx2_on{cpu_supports_avx2()};
+
+bool cpu_has_avx2() { return avx2_on.load(std::memory_order_relaxed); }
+
+// Per-thread scratch memory reused across calls: at detection sizes a fresh allocation
+// per call would be page-faulted in every time.
+struct Workspace {
+  std::vector<float> slots[4];
+  float* get(int slot, int64_t n) {
+    if (static_cast<int64_t>(slots[slot].size()) < n) {
+      slots[slot] = std::vector<float>();
+      slots[slot].resize(n);
+    }
+    return slots[slot].data();
+  }
+};
+thread_local Workspace workspace;
+
+template <typename F>
+void with_act(int64_t act, const char* what, F&& f) {
+  switch (act) {
+    case 0: return f(std::integral_constant<int, 0>());
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    default:
+      TORCH_CHECK(false, what, ": activation code must be 0 (identity), 1 (ReLU) or ",
+                  "2 (hard-swish), got ", act);
+  }
+}
+
+// Register blocking of the 3x3 conv: OB outputs x XV vectors of 8 positions.
+template <typename F>
+void with_block(int64_t outputs, F&& f) {
+  if (outputs % 4 == 0) return f(std::integral_constant<int, 4>(), std::integral_constant<int, 2>());
+  if (outputs % 2 == 0) return f(std::integral_constant<int, 2>(), std::integral_constant<int, 4>());
+  f(std::integral_constant<int, 1>(), std::integral_constant<int, 6>());
+}
+
+void check_float(const at::Tensor& t, const char* op, const char* name, int64_t dim) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(),
+              op, ": ", name, " must be a contiguous float32 CPU tensor, got ",
+              t.scalar_type(), " on ", t.device(), t.is_contiguous() ? "" : " (not contiguous)");
+  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must have ", dim, " dims, got ", t.sizes());
+}
+
+void check_index(const at::Tensor& index, int64_t limit, const char* op) {
+  TORCH_CHECK(index.device().is_cpu() && index.scalar_type() == at::kLong &&
+                  index.is_contiguous() && index.dim() == 1,
+              op, ": index must be a contiguous 1-d int64 CPU tensor");
+  const int64_t* idx = index.data_ptr<int64_t>();
+  for (int64_t j = 0; j < index.numel(); ++j)
+    TORCH_CHECK(idx[j] >= 0 && idx[j] < limit, op, ": index ", idx[j],
+                " is outside the layer's ", limit, " input channels");
+}
+
+void check_buffer(const at::Tensor& buf, int64_t channels, int64_t growth, const char* op) {
+  check_float(buf, op, "buf", 4);
+  TORCH_CHECK(channels > 0 && growth > 0 && channels + growth <= buf.size(1), op,
+              ": channels ", channels, " + growth ", growth, " exceed the buffer's ",
+              buf.size(1), " channels");
+}
+
+}  // namespace
+
+void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
+               const at::Tensor& scale, const at::Tensor& shift, int64_t act,
+               const at::Tensor& mats, const at::Tensor& bias, int64_t act2,
+               const at::Tensor& conv_weight) {
+  constexpr const char* op = "lgc_conv_";
+  check_float(mats, op, "mats", 3);
+  check_float(bias, op, "bias", 2);
+  check_float(scale, op, "scale", 1);
+  check_float(shift, op, "shift", 1);
+  check_float(conv_weight, op, "conv_weight", 4);
+  const int64_t groups = mats.size(0), po = mats.size(1), pi = mats.size(2);
+  const int64_t nsel = index.numel(), c4 = groups * po;
+  const int64_t growth = conv_weight.size(0), cin = conv_weight.size(1);
+  check_buffer(buf, channels, growth, op);
+  check_index(index, channels, op);
+  TORCH_CHECK(nsel == groups * pi && scale.numel() == nsel && shift.numel() == nsel, op,
+              ": index (", nsel, "), scale (", scale.numel(), ") and shift (",
+              shift.numel(), ") must have groups * in_per_group = ", groups * pi, " entries");
+  TORCH_CHECK(bias.size(0) == groups && bias.size(1) == po, op, ": bias must be (",
+              groups, ", ", po, "), got ", bias.sizes());
+  TORCH_CHECK(growth % groups == 0 && cin * groups == c4 && conv_weight.size(2) == 3 &&
+                  conv_weight.size(3) == 3,
+              op, ": conv_weight ", conv_weight.sizes(), " is not a 3x3 conv with ", groups,
+              " groups over ", c4, " channels");
+  with_act(act, op, [](auto) {});
+  with_act(act2, op, [](auto) {});
+
+  const bool avx2 = cpu_has_avx2();
+  const int64_t n = buf.size(0), c_all = buf.size(1), h = buf.size(2), w = buf.size(3);
+  const int64_t hw = h * w, wp = w + 2, plane = (h + 2) * wp + kTail;
+  const int64_t oper = growth / groups;
+  const int64_t q = h * wp, qr = (q + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
+  float* z = workspace.get(0, nsel * plane);
+  float* padded = workspace.get(2, c4 * plane);
+  float* conv_out = workspace.get(3, growth * qr);
+  const int64_t* idx = index.data_ptr<int64_t>();
+  const float* sc = scale.data_ptr<float>();
+  const float* sh = shift.data_ptr<float>();
+  const float* mw = mats.data_ptr<float>();
+  const float* bs = bias.data_ptr<float>();
+  const float* cw = conv_weight.data_ptr<float>();
+
+  for (int64_t b = 0; b < n; ++b) {
+    float* img = buf.data_ptr<float>() + b * c_all * hw;
+    // 1. z = act(BN(x[index])), the LGC's input, group-major, in padded planes (their
+    //    border is never read into a kept output).
+    with_act(act, op, [&](auto a) {
+      auto fill = avx2 ? &kernels_avx2::affine_act_interior<decltype(a)::value>
+                       : &kernels_generic::affine_act_interior<decltype(a)::value>;
+      at::parallel_for(0, nsel, 1, [&](int64_t j0, int64_t j1) {
+        for (int64_t j = j0; j < j1; ++j) fill(z + j * plane, img + idx[j] * hw, h, w, sc[j], sh[j]);
+      });
+    });
+    // 2. The LGC's grouped 1x1 conv + bias + act over the padded rows 1..h, into the
+    //    plane of each filter's shuffled channel (filter k of group g is channel
+    //    k * groups + g); then the borders are zeroed for the 3x3 conv.
+    with_block(po, [&](auto ob, auto xv) {
+      constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
+      constexpr int64_t chunk = 8 * XV;
+      with_act(act2, op, [&](auto a) {
+        auto gemm = avx2 ? &kernels_avx2::pointwise_group<OB, XV, decltype(a)::value>
+                         : &kernels_generic::pointwise_group<OB, XV, decltype(a)::value>;
+        const int64_t chunks = (q + chunk - 1) / chunk;
+        at::parallel_for(0, groups * chunks, 1, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1;) {
+            const int64_t g = i / chunks, c0 = i % chunks;
+            const int64_t c1 = std::min(chunks, c0 + (i1 - i));
+            gemm(z + g * pi * plane, plane, pi, mw + g * po * pi, bs + g * po, po,
+                 padded + g * plane, groups * plane, wp + c0 * chunk, wp + c1 * chunk);
+            i += c1 - c0;
+          }
+        });
+      });
+    });
+    auto zero = avx2 ? &kernels_avx2::zero_border : &kernels_generic::zero_border;
+    at::parallel_for(0, c4, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) zero(padded + c * plane, h, w, kTail);
+    });
+    // 3. The grouped 3x3 conv over the padded planes, per group and chunk of positions.
+    with_block(oper, [&](auto ob, auto xv) {
+      constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
+      constexpr int64_t chunk = 8 * XV;
+      auto conv = avx2 ? &kernels_avx2::conv3x3_group<OB, XV>
+                       : &kernels_generic::conv3x3_group<OB, XV>;
+      const int64_t chunks = (q + chunk - 1) / chunk;
+      at::parallel_for(0, groups * chunks, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1;) {
+          const int64_t g = i / chunks, c0 = i % chunks;
+          const int64_t c1 = std::min(chunks, c0 + (i1 - i));
+          conv(padded + g * cin * plane, plane, cin, wp, cw + g * oper * cin * 9, oper,
+               conv_out + g * oper * qr, qr, c0 * chunk, c1 * chunk);
+          i += c1 - c0;
+        }
+      });
+    });
+    // 4. Drop the two padding columns of every row into the buffer's new channels.
+    float* dst = img + channels * hw;
+    at::parallel_for(0, growth, 1, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o)
+        for (int64_t r = 0; r < h; ++r)
+          std::memcpy(dst + o * hw + r * w, conv_out + o * qr + r * wp, w * sizeof(float));
+    });
+  }
+}
+
+void sfr_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& scale,
+          const at::Tensor& shift, int64_t act, const at::Tensor& mats,
+          const at::Tensor& index) {
+  constexpr const char* op = "sfr_";
+  check_buffer(buf, channels, growth, op);
+  check_float(scale, op, "scale", 1);
+  check_float(shift, op, "shift", 1);
+  check_float(mats, op, "mats", 3);
+  check_index(index, channels, op);
+  const int64_t groups = mats.size(0), pj = mats.size(1), pm = mats.size(2);
+  const int64_t nre = index.numel();
+  TORCH_CHECK(scale.numel() == growth && shift.numel() == growth, op, ": scale and shift ",
+              "must have growth = ", growth, " entries");
+  TORCH_CHECK(groups * pm == growth && groups * pj == nre, op, ": mats ", mats.sizes(),
+              " does not map ", growth, " new channels to ", nre, " indexed channels");
+  with_act(act, op, [](auto) {});
+
+  const bool avx2 = cpu_has_avx2();
+  const int64_t n = buf.size(0), c_all = buf.size(1), hw = buf.size(2) * buf.size(3);
+  const int64_t* idx = index.data_ptr<int64_t>();
+  const float* sc = scale.data_ptr<float>();
+  const float* sh = shift.data_ptr<float>();
+  const float* mw = mats.data_ptr<float>();
+  float* u = workspace.get(0, growth * hw);
+  auto axpy4 = avx2 ? &kernels_avx2::axpy_block<4, 2> : &kernels_generic::axpy_block<4, 2>;
+  auto axpy1 = avx2 ? &kernels_avx2::axpy_block<1, 2> : &kernels_generic::axpy_block<1, 2>;
+  for (int64_t b = 0; b < n; ++b) {
+    float* img = buf.data_ptr<float>() + b * c_all * hw;
+    with_act(act, op, [&](auto a) {
+      auto row = avx2 ? &kernels_avx2::affine_act_row<decltype(a)::value>
+                      : &kernels_generic::affine_act_row<decltype(a)::value>;
+      for (int64_t c = 0; c < growth; ++c)
+        row(u + c * hw, img + (channels + c) * hw, hw, sc[c], sh[c]);
+    });
+    // Group g reads new channels g, g + groups, ...; output j (of group j / pj) adds
+    // into old channel index[j]. Tasks split positions, never channels, so repeated
+    // indices accumulate without races.
+    at::parallel_for(0, (hw + kSfrTile - 1) / kSfrTile, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t p0 = t * kSfrTile, len = std::min(kSfrTile, hw - p0);
+        for (int64_t j = 0; j < nre;) {  // outputs of one group, four at a time
+          const int64_t g = j / pj, block = std::min<int64_t>(4, (g + 1) * pj - j);
+          float* rows[4];
+          for (int64_t o = 0; o < block; ++o) rows[o] = img + idx[j + o] * hw + p0;
+          const float* src = u + g * hw + p0;
+          bool distinct = block == 4;  // a repeated row would lose an update in a block
+          for (int64_t a = 0; distinct && a < 4; ++a)
+            for (int64_t b2 = a + 1; b2 < 4; ++b2) distinct = distinct && rows[a] != rows[b2];
+          if (distinct) {
+            axpy4(rows, src, groups * hw, mw + j * pm, pm, len);
+          } else {
+            for (int64_t o = 0; o < block; ++o)
+              axpy1(rows + o, src, groups * hw, mw + (j + o) * pm, pm, len);
+          }
+          j += block;
+        }
+      }
+    });
+  }
+}
+
+void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
+         const c10::optional<at::Tensor>& b1, const at::Tensor& w2,
+         const c10::optional<at::Tensor>& b2, int64_t gate) {
+  constexpr const char* op = "se_";
+  check_buffer(buf, channels, growth, op);
+  check_float(w1, op, "w1", 2);
+  check_float(w2, op, "w2", 2);
+  const int64_t hidden = w1.size(0);
+  TORCH_CHECK(w1.size(1) == growth && w2.size(0) == growth && w2.size(1) == hidden, op,
+              ": w1 ", w1.sizes(), " and w2 ", w2.sizes(), " are not a squeeze-excite of ",
+              growth, " channels");
+  const float* bias1 = nullptr;
+  const float* bias2 = nullptr;
+  if (b1.has_value()) {
+    check_float(*b1, op, "b1", 1);
+    TORCH_CHECK(b1->numel() == hidden, op, ": b1 must have ", hidden, " entries");
+    bias1 = b1->data_ptr<float>();
+  }
+  if (b2.has_value()) {
+    check_float(*b2, op, "b2", 1);
+    TORCH_CHECK(b2->numel() == growth, op, ": b2 must have ", growth, " entries");
+    bias2 = b2->data_ptr<float>();
+  }
+  TORCH_CHECK(gate == 0 || gate == 1, op, ": gate code must be 0 (sigmoid) or 1 ",
+              "(hard-sigmoid), got ", gate);
+  const int64_t n = buf.size(0), c_all = buf.size(1), hw = buf.size(2) * buf.size(3);
+  const float* pw1 = w1.data_ptr<float>();
+  const float* pw2 = w2.data_ptr<float>();
+  std::vector<float> pooled(growth), mid(hidden), scale(growth);
+  for (int64_t b = 0; b < n; ++b) {
+    float* x = buf.data_ptr<float>() + (b * c_all + channels) * hw;
+    for (int64_t c = 0; c < growth; ++c) {
+      float acc = 0.f;
+      for (int64_t p = 0; p < hw; ++p) acc += x[c * hw + p];
+      pooled[c] = acc / static_cast<float>(hw);
+    }
+    for (int64_t j = 0; j < hidden; ++j) {
+      float acc = bias1 ? bias1[j] : 0.f;
+      for (int64_t c = 0; c < growth; ++c) acc += pw1[j * growth + c] * pooled[c];
+      mid[j] = acc > 0.f ? acc : 0.f;
+    }
+    for (int64_t c = 0; c < growth; ++c) {
+      float acc = bias2 ? bias2[c] : 0.f;
+      for (int64_t j = 0; j < hidden; ++j) acc += pw2[c * hidden + j] * mid[j];
+      scale[c] = gate == 0 ? 1.f / (1.f + std::exp(-acc))
+                           : std::min(std::max(acc + 3.f, 0.f), 6.f) / 6.f;
+    }
+    at::parallel_for(0, growth, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t p = 0; p < hw; ++p) x[c * hw + p] *= scale[c];
+    });
+  }
+}
+
+bool uses_avx2() { return cpu_has_avx2(); }
+
+bool set_avx2(bool on) {
+  TORCH_CHECK(!on || cpu_supports_avx2(), "set_avx2: this CPU has no AVX2 + FMA");
+  return avx2_on.exchange(on);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Fused inference kernels of deploy-form CondenseNetV2 dense layers (CPU).";
+  m.def("lgc_conv_", &lgc_conv_,
+        "LGC + grouped 3x3 conv of one dense layer, written into buf[:, channels:]");
+  m.def("sfr_", &sfr_, "SFR of one dense layer, added into buf[:, :channels]");
+  m.def("se_", &se_, "Squeeze-excite (Linear form) of buf[:, channels:channels + growth], "
+        "in place");
+  m.def("uses_avx2", &uses_avx2, "Whether the AVX2 + FMA kernels run (else the generic ones)");
+  m.def("set_avx2", &set_avx2, "Run the AVX2 + FMA kernels (true) or the generic ones; "
+        "returns the previous setting");
+}

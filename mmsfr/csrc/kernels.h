@@ -1,0 +1,168 @@
+// Inner loops of mmsfr's fused dense-layer kernels (float32, raw row pointers).
+//
+// dense_layer.cpp includes this file twice, each time inside its own namespace: once
+// compiled for AVX2 + FMA and once for the baseline instruction set; it picks one at
+// run time. The 8-float vectors are GCC/Clang vector extensions, so the same source
+// compiles to AVX2 registers or to pairs of SSE registers.
+
+typedef float vec8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+static inline vec8 load8(const float* p) { return *reinterpret_cast<const vec8*>(p); }
+static inline void store8(float* p, vec8 v) { *reinterpret_cast<vec8*>(p) = v; }
+static inline vec8 splat8(float v) { return vec8{v, v, v, v, v, v, v, v}; }
+
+// Activation codes: 0 identity, 1 ReLU, 2 hard-swish (x * relu6(x + 3) / 6, as torch).
+template <int ACT>
+static inline float activate(float v) {
+  if (ACT == 1) return v > 0.f ? v : 0.f;
+  if (ACT == 2) {
+    float t = v + 3.f;
+    t = t < 0.f ? 0.f : (t > 6.f ? 6.f : t);
+    return v * t / 6.f;
+  }
+  return v;
+}
+
+template <int ACT>
+static inline vec8 activate8(vec8 v) {
+  if (ACT == 1) return v > 0.f ? v : splat8(0.f);
+  if (ACT == 2) {
+    vec8 t = v + 3.f;
+    t = t < 0.f ? splat8(0.f) : t;
+    t = t > 6.f ? splat8(6.f) : t;
+    return v * t / 6.f;
+  }
+  return v;
+}
+
+// The interior of a zero-padded plane ((h + 2) x (w + 2) positions): act(src * a + b)
+// of a dense h x w plane. The border is left as it is.
+template <int ACT>
+static void affine_act_interior(float* dst, const float* src, int64_t h, int64_t w, float a,
+                                float b) {
+  for (int64_t r = 0; r < h; ++r) {
+    float* d = dst + (r + 1) * (w + 2) + 1;
+    const float* s = src + r * w;
+    for (int64_t x = 0; x < w; ++x) d[x] = activate<ACT>(s[x] * a + b);
+  }
+}
+
+// Zero the border of a padded plane and the `tail` floats after it.
+static void zero_border(float* dst, int64_t h, int64_t w, int64_t tail) {
+  const int64_t wp = w + 2;
+  for (int64_t x = 0; x < wp; ++x) dst[x] = 0.f;
+  for (int64_t r = 1; r <= h; ++r) dst[r * wp] = dst[r * wp + w + 1] = 0.f;
+  for (int64_t x = (h + 1) * wp; x < (h + 2) * wp + tail; ++x) dst[x] = 0.f;
+}
+
+// dst[p] = act(src[p] * a + b) for p < n.
+template <int ACT>
+static void affine_act_row(float* dst, const float* src, int64_t n, float a, float b) {
+  for (int64_t p = 0; p < n; ++p) dst[p] = activate<ACT>(src[p] * a + b);
+}
+
+// OB outputs x 8 * XV flat positions of a 1x1 conv with bias and activation:
+// out[o][q] = act(bias[o] + sum_t w[o * cin + t] * in[t * plane + q]); output o is
+// `ostride` floats after output o - 1.
+template <int OB, int XV, int ACT>
+static inline void pointwise_block(const float* in, int64_t plane, int64_t cin,
+                                   const float* w, const float* bias, float* out,
+                                   int64_t ostride, int64_t q0) {
+  vec8 acc[OB][XV];
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < XV; ++v) acc[o][v] = splat8(bias[o]);
+  for (int64_t t = 0; t < cin; ++t) {
+    const float* s = in + t * plane + q0;
+    vec8 src[XV];
+    for (int v = 0; v < XV; ++v) src[v] = load8(s + 8 * v);
+    for (int o = 0; o < OB; ++o) {
+      const vec8 wv = splat8(w[o * cin + t]);
+      for (int v = 0; v < XV; ++v) acc[o][v] += wv * src[v];
+    }
+  }
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < XV; ++v) store8(out + o * ostride + q0 + 8 * v, activate8<ACT>(acc[o][v]));
+}
+
+template <int OB, int XV, int ACT>
+static void pointwise_group(const float* in, int64_t plane, int64_t cin, const float* w,
+                            const float* bias, int64_t cout, float* out, int64_t ostride,
+                            int64_t q_begin, int64_t q_end) {
+  for (int64_t q0 = q_begin; q0 < q_end; q0 += 8 * XV)
+    for (int64_t o = 0; o + OB <= cout; o += OB)
+      pointwise_block<OB, XV, ACT>(in, plane, cin, w + o * cin, bias + o, out + o * ostride,
+                                   ostride, q0);
+}
+
+// OB outputs x 8 * XV flat positions of a 3x3, stride-1 convolution over zero-padded
+// planes, accumulated in registers. Flat position q = r * (w + 2) + x; the two
+// positions per row with x >= w are computed and discarded by the caller.
+//   in: `cin` padded planes, `plane` floats apart; w: (OB, cin, 9) weights, `wstride`
+//   floats per output; out: OB rows, `ostride` floats apart.
+template <int OB, int XV>
+static inline void conv3x3_block(const float* in, int64_t plane, int64_t cin, int64_t wp,
+                                 const float* w, int64_t wstride, float* out,
+                                 int64_t ostride, int64_t q0) {
+  vec8 acc[OB][XV];
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < XV; ++v) acc[o][v] = splat8(0.f);
+  for (int64_t t = 0; t < cin; ++t) {
+    const float* row = in + t * plane + q0;
+    const float* wt = w + t * 9;
+    for (int ky = 0; ky < 3; ++ky) {
+      for (int kx = 0; kx < 3; ++kx) {
+        const float* s = row + ky * wp + kx;
+        vec8 src[XV];
+        for (int v = 0; v < XV; ++v) src[v] = load8(s + 8 * v);
+        for (int o = 0; o < OB; ++o) {
+          const vec8 wv = splat8(wt[o * wstride + ky * 3 + kx]);
+          for (int v = 0; v < XV; ++v) acc[o][v] += wv * src[v];
+        }
+      }
+    }
+  }
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < XV; ++v) store8(out + o * ostride + q0 + 8 * v, acc[o][v]);
+}
+
+// All `cout` outputs of one group over flat positions [q_begin, q_end), a multiple
+// of 8 * XV (cout is a multiple of OB).
+template <int OB, int XV>
+static void conv3x3_group(const float* in, int64_t plane, int64_t cin, int64_t wp,
+                          const float* w, int64_t cout, float* out, int64_t ostride,
+                          int64_t q_begin, int64_t q_end) {
+  const int64_t wstride = cin * 9;
+  for (int64_t q0 = q_begin; q0 < q_end; q0 += 8 * XV)
+    for (int64_t o = 0; o + OB <= cout; o += OB)
+      conv3x3_block<OB, XV>(in, plane, cin, wp, w + o * wstride, wstride, out + o * ostride,
+                            ostride, q0);
+}
+
+// For OB outputs o: dst[o][p] += sum_t w[o * cin + t] * src[t * sstride + p], p < n
+// (dst[o]: the row of output o). Positions in vectors of 8 * XV, the rest one by one.
+template <int OB, int XV>
+static void axpy_block(float* const* dst, const float* src, int64_t sstride,
+                       const float* w, int64_t cin, int64_t n) {
+  int64_t p = 0;
+  for (; p + 8 * XV <= n; p += 8 * XV) {
+    vec8 acc[OB][XV];
+    for (int o = 0; o < OB; ++o)
+      for (int v = 0; v < XV; ++v) acc[o][v] = load8(dst[o] + p + 8 * v);
+    for (int64_t t = 0; t < cin; ++t) {
+      vec8 s[XV];
+      for (int v = 0; v < XV; ++v) s[v] = load8(src + t * sstride + p + 8 * v);
+      for (int o = 0; o < OB; ++o) {
+        const vec8 wv = splat8(w[o * cin + t]);
+        for (int v = 0; v < XV; ++v) acc[o][v] += wv * s[v];
+      }
+    }
+    for (int o = 0; o < OB; ++o)
+      for (int v = 0; v < XV; ++v) store8(dst[o] + p + 8 * v, acc[o][v]);
+  }
+  for (; p < n; ++p)
+    for (int o = 0; o < OB; ++o) {
+      float acc = dst[o][p];
+      for (int64_t t = 0; t < cin; ++t) acc += w[o * cin + t] * src[t * sstride + p];
+      dst[o][p] = acc;
+    }
+}

@@ -1,0 +1,174 @@
+"""The C++ kernels of mmsfr._ext: same results as the PyTorch path, clear errors.
+
+Skipped when the extension is not built, unless ``MMSFR_REQUIRE_NATIVE`` is set (CI
+sets it: a broken build must fail there, not skip).
+"""
+import copy
+import os
+
+import pytest
+import torch
+
+from conftest import randomise_bn
+from mmsfr.models import CondenseNetV2
+from mmsfr.models.backbones.condensenet import native_arguments
+from mmsfr.models.layers import condense_model, native
+from mmsfr.testing import rel_diff
+
+if not native.native_available() and os.environ.get('MMSFR_REQUIRE_NATIVE'):
+    raise ImportError(f'mmsfr._ext is required (MMSFR_REQUIRE_NATIVE) but {native.STATUS}')
+pytestmark = pytest.mark.skipif(not native.native_available(), reason=native.STATUS)
+
+ISAS = ['avx2', 'generic']
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test with the AVX2 kernels and again with the generic ones."""
+    ext = native.native_ops() or native._EXT
+    if request.param == 'avx2' and not ext.uses_avx2():
+        pytest.skip('this CPU has no AVX2 + FMA')
+    previous = ext.set_avx2(request.param == 'avx2')
+    yield request.param
+    ext.set_avx2(previous)
+
+
+def deploy_model(arch, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    blocks = len(CondenseNetV2.arch_settings[arch]['depths'])
+    model = CondenseNetV2(arch, out_indices=tuple(range(blocks)), **kwargs)
+    randomise_bn(model, seed)
+    model.eval()
+    condense_model(model, 1.0)
+    masked = copy.deepcopy(model)
+    model.switch_to_deploy()
+    return model, masked
+
+
+def forward(model, x, native_on):
+    with torch.inference_mode(), native.native_kernels(native_on):
+        return model(x)
+
+
+@pytest.mark.parametrize('arch,shape', [('a', (2, 3, 67, 45)), ('b', (1, 3, 64, 64)),
+                                        ('cifar-110', (2, 3, 13, 9))])
+def test_native_forward_equals_pytorch_path_and_masked_form(isa, arch, shape):
+    model, masked = deploy_model(arch)
+    x = torch.rand(*shape)
+    fused = forward(model, x, True)
+    plain = forward(model, x, False)
+    with torch.no_grad():
+        ref = masked(x)
+    assert model.blocks[-1][-1].inference_plan().native_lgc is not None  # kernels applied
+    for a, b, r in zip(fused, plain, ref):
+        assert a.shape == b.shape == r.shape
+        assert rel_diff(a, b) < 1e-5
+        assert rel_diff(a, r) < 1e-5
+
+
+def test_native_forward_with_two_threads_equals_one_thread():
+    model, _ = deploy_model('c')
+    x = torch.rand(1, 3, 96, 80)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = forward(model, x, True)
+        torch.set_num_threads(2)
+        two = forward(model, x, True)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert rel_diff(a, b) < 1e-6
+
+
+def test_native_kernels_switch_is_scoped():
+    assert native.native_enabled()
+    with native.native_kernels(False):
+        assert not native.native_enabled() and native.native_ops() is None
+    assert native.native_enabled()
+
+
+def test_plans_the_kernels_do_not_implement_use_the_pytorch_path():
+    model, masked = deploy_model('a')
+    layer = model.blocks[2][0]
+    plan = layer.inference_plan()
+    assert native.activation_code(torch.sigmoid) is None
+    assert native_arguments(plan._replace(act_2=torch.sigmoid), layer.conv_2.conv) == dict(
+        native_lgc=None, native_sfr=None)
+    model.double()
+    assert layer.inference_plan().native_lgc is None  # float64: not for the kernels
+    x = torch.rand(1, 3, 40, 40, dtype=torch.float64)
+    with torch.no_grad():
+        ref = masked.double()(x)
+    for a, r in zip(forward(model, x, True), ref):
+        assert rel_diff(a, r) < 1e-10
+
+
+def lgc_args(model):
+    layer = model.blocks[2][1]
+    plan = layer.inference_plan()
+    channels = layer.conv_1.in_channels
+    buf = torch.rand(1, channels + layer.growth, 6, 5)
+    return layer, plan, buf, channels
+
+
+def test_kernels_reject_bad_inputs_with_the_bad_value():
+    model, _ = deploy_model('a')
+    layer, plan, buf, channels = lgc_args(model)
+    ext = native.native_ops()
+    scale, shift, act, mats, bias, act2, weight = plan.native_lgc
+    ext.lgc_conv_(buf, channels, plan.index, *plan.native_lgc)  # valid: runs
+    with pytest.raises(RuntimeError, match='float32 CPU tensor, got Double'):
+        ext.lgc_conv_(buf.double(), channels, plan.index, *plan.native_lgc)
+    with pytest.raises(RuntimeError, match='not contiguous'):
+        ext.lgc_conv_(buf.transpose(2, 3), channels, plan.index, *plan.native_lgc)
+    bad_index = plan.index.clone()
+    bad_index[0] = channels + 1
+    with pytest.raises(RuntimeError, match=f'index {channels + 1} is outside'):
+        ext.lgc_conv_(buf, channels, bad_index, *plan.native_lgc)
+    with pytest.raises(RuntimeError, match=r'must be 0 \(identity\), 1 \(ReLU\) or 2 '
+                                           r'\(hard-swish\), got 7'):
+        ext.lgc_conv_(buf, channels, plan.index, scale, shift, 7, mats, bias, act2, weight)
+    with pytest.raises(RuntimeError, match='exceed the buffer'):
+        ext.lgc_conv_(buf[:, :channels].contiguous(), channels, plan.index, *plan.native_lgc)
+    with pytest.raises(RuntimeError, match='is not a 3x3 conv'):
+        ext.lgc_conv_(buf, channels, plan.index, scale, shift, act, mats, bias, act2,
+                      weight[:, :, :1, :1].contiguous())
+    sfr_scale, sfr_shift, sfr_act, sfr_mats = plan.native_sfr
+    with pytest.raises(RuntimeError, match='does not map'):
+        ext.sfr_(buf, channels, layer.growth, sfr_scale, sfr_shift, sfr_act,
+                 sfr_mats[:, :-1].contiguous(), plan.sfr_index)
+    with pytest.raises(RuntimeError, match='index -1 is outside'):
+        ext.sfr_(buf, channels, layer.growth, *plan.native_sfr,
+                 torch.full_like(plan.sfr_index, -1))
+
+
+@pytest.mark.parametrize('gate', ['sigmoid', 'hsigmoid'])
+@pytest.mark.parametrize('bias', [False, True])
+def test_se_kernel_equals_squeeze_excitation(isa, gate, bias):
+    from mmsfr.models.layers import SqueezeExcitation
+    torch.manual_seed(0)
+    se = SqueezeExcitation(16, reduction=2, gate=gate, bias=bias).eval()
+    buf = torch.randn(2, 24, 5, 3)
+    expected = buf.clone()
+    new = expected[:, 8:]
+    with torch.no_grad():
+        new.mul_(se.excitation(new))
+    native.native_ops().se_(buf, 8, 16, *native.se_arguments(se))
+    assert torch.equal(buf[:, :8], expected[:, :8])  # the old channels are untouched
+    assert rel_diff(buf, expected) < 1e-6
+
+
+def test_se_kernel_rejects_bad_inputs():
+    from mmsfr.models.layers import SqueezeExcitation
+    se = SqueezeExcitation(16, reduction=2)
+    w1, b1, w2, b2, _ = native.se_arguments(se)
+    buf = torch.rand(1, 24, 4, 4)
+    ext = native.native_ops()
+    with pytest.raises(RuntimeError, match=r'gate code must be 0 \(sigmoid\) or 1 '
+                                           r'\(hard-sigmoid\), got 3'):
+        ext.se_(buf, 8, 16, w1, b1, w2, b2, 3)
+    with pytest.raises(RuntimeError, match='not a squeeze-excite of 12 channels'):
+        ext.se_(buf, 8, 12, w1, b1, w2, b2, 0)
+    assert native.se_arguments(SqueezeExcitation(16, with_norm=True)) is None
+    assert native.se_arguments(SqueezeExcitation(16).double()) is None
