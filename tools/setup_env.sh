@@ -19,7 +19,8 @@ if [[ ! -x "$PY" ]]; then
     "$PYTHON3" -m venv "$VENV"
 fi
 
-reqs_hash=$(cat requirements/*.txt setup.py | sha256sum | cut -c1-16)
+# The C++ sources count too: changed kernels must be rebuilt.
+reqs_hash=$(cat requirements/*.txt setup.py mmsfr/csrc/* | sha256sum | cut -c1-16)
 stamp="$VENV/.mmsfr-stack-$reqs_hash"
 if [[ -f "$stamp" ]] && "$PY" -c "import mmsfr" >/dev/null 2>&1; then
     echo "[setup] $VENV is up to date"

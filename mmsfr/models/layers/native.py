@@ -36,16 +36,27 @@ __all__ = ['activation_code', 'native_available', 'native_enabled', 'native_kern
            'native_ops', 'se_arguments']
 
 
+#: The functions this version of mmsfr calls in the extension.
+REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'uses_avx2', 'set_avx2')
+_REBUILD = 'pip install --no-build-isolation -e .'
+
+
 def _load() -> tuple[ModuleType | None, str]:
     try:
-        return importlib.import_module('mmsfr._ext'), 'built'
+        ext = importlib.import_module('mmsfr._ext')
     except ModuleNotFoundError as err:
         if err.name != 'mmsfr._ext':
             raise
-        return None, 'not built (install with `pip install --no-build-isolation -e .`)'
+        return None, f'not built (install with `{_REBUILD}`)'
     except ImportError as err:  # built against another torch, missing symbols, ...
         warnings.warn(f'mmsfr._ext could not be loaded, using PyTorch kernels: {err}')
         return None, f'failed to load: {err}'
+    missing = [name for name in REQUIRED if not hasattr(ext, name)]
+    if missing:  # built from older sources
+        warnings.warn(f'mmsfr._ext is out of date (no {", ".join(missing)}), using PyTorch '
+                      f'kernels; rebuild it with `{_REBUILD}`')
+        return None, f'out of date (rebuild with `{_REBUILD}`)'
+    return ext, 'built'
 
 
 _EXT, STATUS = _load()
