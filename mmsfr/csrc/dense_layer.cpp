@@ -1,27 +1,29 @@
 // Fused inference kernels of a deploy-form CondenseNetV2 dense layer (CPU, float32).
 //
 // A dense block keeps its features in one pre-allocated NCHW buffer; layer l reads the
-// first `channels` channels and writes `growth` new ones after them. Two entry points:
+// first `channels` channels and writes `growth` new ones after them. Three entry points:
 //
 // * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle,
-//   with conv_2's BN folded into the GEMM's bias) -> act -> grouped 3x3 conv, written
-//   straight into the buffer's new channels. The GEMMs run in ATen (MKL / oneDNN);
-//   the gather + BN + act is one pass, the bias + act + zero padding another, and the
-//   3x3 conv is a direct, register-blocked kernel over the padded planes, which reads
-//   the shuffled channels through its plane order (no shuffle pass).
+//   with conv_2's BN folded into the 1x1 conv's weights and bias) -> act -> grouped 3x3
+//   conv, written straight into the buffer's new channels. The gather + BN + act is
+//   one pass into zero-padded planes; the 1x1 conv is a register-blocked kernel that
+//   applies bias and act and writes each filter into the padded plane of its shuffled
+//   channel (no shuffle pass); the 3x3 conv is a direct register-blocked kernel over
+//   those planes.
+// * se_: the squeeze-excite of the new channels (later blocks), in place.
 // * sfr_: SFR (BN -> act on the new channels -> grouped 1x1 conv on the shuffled
 //   inputs -> index_add into the old channels) as one pass over the old channels.
-// * se_: the squeeze-excite of the new channels (later blocks), in place.
 //
-// Both compute the same sums as the PyTorch path in mmsfr/models (float summation order
-// aside); mmsfr/models/layers/native.py loads them and tests/test_native.py checks them.
+// They compute the same sums as the PyTorch path in mmsfr/models (float summation
+// order aside); mmsfr/models/layers/native.py loads them and
+// tests/test_models/test_native.py checks them.
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -43,8 +45,9 @@ namespace kernels_avx2 = kernels_generic;  // never selected: cpu_supports_avx2(
 
 namespace {
 
-// Zeros after each padded plane: conv3x3_block reads whole vector chunks (up to 96
-// positions past the last output) and two positions past the padded plane.
+// Floats after each padded plane: the 1x1 and 3x3 kernels work on whole chunks of
+// positions (at most 48), so the last chunk reads and writes past the last output;
+// the 3x3 taps reach 2 * (w + 2) + 2 positions further, into the bottom padding row.
 constexpr int64_t kTail = 2 + 96;
 // Flat output positions per conv task are a multiple of every chunk (16, 32, 48).
 constexpr int64_t kChunkLcm = 96;
@@ -91,7 +94,7 @@ void with_act(int64_t act, const char* what, F&& f) {
   }
 }
 
-// Register blocking of the 3x3 conv: OB outputs x XV vectors of 8 positions.
+// Register blocking of the 1x1 and 3x3 kernels: OB outputs x XV vectors of 8 positions.
 template <typename F>
 void with_block(int64_t outputs, F&& f) {
   if (outputs % 4 == 0) return f(std::integral_constant<int, 4>(), std::integral_constant<int, 2>());
