@@ -6,6 +6,7 @@ CondenseNetV2 layers) when torch is importable, i.e. with
 without it mmsfr runs the same models with PyTorch ops only.
 """
 import os
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -16,6 +17,18 @@ def read_requirements(name: str) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith('#')]
 
 
+def openmp_backend() -> bool:
+    """Whether torch runs ``at::parallel_for`` on OpenMP (Linux wheels do).
+
+    ATen's OpenMP ``parallel_for`` is inline code in its headers: an extension compiled
+    without ``-fopenmp`` runs it on one thread. Linking ``-fopenmp`` adds a dependency
+    on ``libgomp.so.1``, which resolves to the copy torch has already loaded.
+    """
+    import torch
+    return (sys.platform.startswith('linux')
+            and 'parallel backend: OpenMP' in torch.__config__.parallel_info())
+
+
 def extensions() -> dict:
     """``ext_modules`` / ``cmdclass`` of the C++ extension, or nothing."""
     if os.environ.get('MMSFR_WITH_OPS', '1') == '0':
@@ -24,8 +37,12 @@ def extensions() -> dict:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:  # e.g. an isolated build without torch: pure-PyTorch install
         return {}
+    flags = ['-O3']
+    if openmp_backend():
+        flags.append('-fopenmp')
     ext = CppExtension('mmsfr._ext', ['mmsfr/csrc/dense_layer.cpp'],
-                       depends=['mmsfr/csrc/kernels.h'], extra_compile_args=['-O3'],
+                       depends=['mmsfr/csrc/kernels.h'], extra_compile_args=flags,
+                       extra_link_args=flags[1:],
                        optional=True)  # no compiler: install without it (PyTorch ops)
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 

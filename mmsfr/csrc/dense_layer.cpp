@@ -51,8 +51,18 @@ namespace {
 constexpr int64_t kTail = 2 + 96;
 // Flat output positions per conv task are a multiple of every chunk (16, 32, 48).
 constexpr int64_t kChunkLcm = 96;
-// Spatial positions per task of the SFR kernel.
+// Spatial positions per task of the SFR kernel: at most this many, as many tasks as
+// keep every thread busy.
 constexpr int64_t kSfrTile = 1024;
+
+// [begin, end) split into tasks of at most `most` positions (a multiple of 16), their
+// count a multiple of the thread count so that every thread gets the same share.
+int64_t balanced_tile(int64_t n, int64_t most) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t tasks = (n + most - 1) / most;
+  const int64_t even = (tasks + threads - 1) / threads * threads;
+  return std::max<int64_t>(16, ((n + even - 1) / even + 15) / 16 * 16);
+}
 
 bool cpu_supports_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -270,9 +280,10 @@ void sfr_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& sc
     // Group g reads new channels g, g + groups, ...; output j (of group j / pj) adds
     // into old channel index[j]. Tasks split positions, never channels, so repeated
     // indices accumulate without races.
-    at::parallel_for(0, (hw + kSfrTile - 1) / kSfrTile, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t tile = balanced_tile(hw, kSfrTile);
+    at::parallel_for(0, (hw + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t p0 = t * kSfrTile, len = std::min(kSfrTile, hw - p0);
+        const int64_t p0 = t * tile, len = std::min(tile, hw - p0);
         for (int64_t j = 0; j < nre;) {  // outputs of one group, four at a time
           const int64_t g = j / pj, block = std::min<int64_t>(4, (g + 1) * pj - j);
           float* rows[4];
@@ -325,11 +336,13 @@ void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
   std::vector<float> pooled(growth), mid(hidden), scale(growth);
   for (int64_t b = 0; b < n; ++b) {
     float* x = buf.data_ptr<float>() + (b * c_all + channels) * hw;
-    for (int64_t c = 0; c < growth; ++c) {
-      float acc = 0.f;
-      for (int64_t p = 0; p < hw; ++p) acc += x[c * hw + p];
-      pooled[c] = acc / static_cast<float>(hw);
-    }
+    at::parallel_for(0, growth, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        float acc = 0.f;
+        for (int64_t p = 0; p < hw; ++p) acc += x[c * hw + p];
+        pooled[c] = acc / static_cast<float>(hw);
+      }
+    });
     for (int64_t j = 0; j < hidden; ++j) {
       float acc = bias1 ? bias1[j] : 0.f;
       for (int64_t c = 0; c < growth; ++c) acc += pw1[j * growth + c] * pooled[c];
@@ -350,6 +363,19 @@ void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
 
 bool uses_avx2() { return cpu_has_avx2(); }
 
+// How many threads the kernels' at::parallel_for runs `tasks` tasks on (1 when the
+// extension was compiled without the OpenMP that torch's parallel_for needs).
+int64_t parallel_threads(int64_t tasks) {
+  TORCH_CHECK(tasks > 0, "parallel_threads: tasks must be positive, got ", tasks);
+  std::vector<std::atomic<int>> seen(at::get_num_threads());
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    seen[at::get_thread_num()].store(1, std::memory_order_relaxed);
+  });
+  int64_t used = 0;
+  for (auto& s : seen) used += s.load();
+  return used;
+}
+
 bool set_avx2(bool on) {
   TORCH_CHECK(!on || cpu_supports_avx2(), "set_avx2: this CPU has no AVX2 + FMA");
   return avx2_on.exchange(on);
@@ -363,6 +389,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("se_", &se_, "Squeeze-excite (Linear form) of buf[:, channels:channels + growth], "
         "in place");
   m.def("uses_avx2", &uses_avx2, "Whether the AVX2 + FMA kernels run (else the generic ones)");
+  m.def("parallel_threads", &parallel_threads, "Threads that run a parallel loop of the "
+        "given number of tasks (at most torch.get_num_threads())");
   m.def("set_avx2", &set_avx2, "Run the AVX2 + FMA kernels (true) or the generic ones; "
         "returns the previous setting");
 }

@@ -81,6 +81,21 @@ def test_native_forward_with_two_threads_equals_one_thread():
         assert rel_diff(a, b) < 1e-6
 
 
+def test_kernels_run_on_every_torch_thread():
+    # at::parallel_for is inline OpenMP code: compiled without -fopenmp it runs serially.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert native._EXT.parallel_threads(8) == 2
+        assert native._EXT.parallel_threads(1) == 1
+        torch.set_num_threads(1)
+        assert native._EXT.parallel_threads(8) == 1
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(RuntimeError, match='tasks must be positive, got 0'):
+        native._EXT.parallel_threads(0)
+
+
 def test_native_kernels_switch_is_scoped():
     assert native.native_enabled()
     with native.native_kernels(False):

@@ -27,7 +27,6 @@ from types import ModuleType
 from typing import Callable, Iterator
 
 import torch
-
 from torch import nn
 
 from .condense import _hardswish_, _identity
@@ -38,7 +37,7 @@ __all__ = ['activation_code', 'native_available', 'native_enabled', 'native_kern
 
 
 #: The functions this version of mmsfr calls in the extension.
-REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'uses_avx2', 'set_avx2')
+REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'uses_avx2', 'set_avx2', 'parallel_threads')
 _REBUILD = 'pip install --no-build-isolation -e .'
 
 
