@@ -5,9 +5,10 @@
 //
 // * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle,
 //   with conv_2's BN folded into the 1x1 conv's weights and bias) -> act -> grouped 3x3
-//   conv, written straight into the buffer's new channels. The gather + BN + act is
-//   one pass into zero-padded planes; the 1x1 conv is a register-blocked kernel that
-//   applies bias and act and writes each filter into the padded plane of its shuffled
+//   conv, written straight into the buffer's new channels. Each task of the 1x1 conv
+//   packs the gather + BN + act of its group's inputs over a range of positions into a
+//   cache-sized tile, then runs a register-blocked kernel over the tile that applies
+//   bias and act and writes each filter into the zero-padded plane of its shuffled
 //   channel (no shuffle pass); the 3x3 conv is a direct register-blocked kernel over
 //   those planes.
 // * se_: the squeeze-excite of the new channels (later blocks), in place.
@@ -51,6 +52,8 @@ namespace {
 constexpr int64_t kTail = 2 + 96;
 // Flat output positions per conv task are a multiple of every chunk (16, 32, 48).
 constexpr int64_t kChunkLcm = 96;
+// Floats of the tile an LGC task packs its inputs into (kept in the L2 cache).
+constexpr int64_t kPackFloats = 32768;
 // Spatial positions per task of the SFR kernel: at most this many, as many tasks as
 // keep every thread busy.
 constexpr int64_t kSfrTile = 1024;
@@ -170,7 +173,6 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
   const int64_t hw = h * w, wp = w + 2, plane = (h + 2) * wp + kTail;
   const int64_t oper = growth / groups;
   const int64_t q = h * wp, qr = (q + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
-  float* z = workspace.get(0, nsel * plane);
   float* padded = workspace.get(2, c4 * plane);
   float* conv_out = workspace.get(3, growth * qr);
   const int64_t* idx = index.data_ptr<int64_t>();
@@ -182,33 +184,36 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
 
   for (int64_t b = 0; b < n; ++b) {
     float* img = buf.data_ptr<float>() + b * c_all * hw;
-    // 1. z = act(BN(x[index])), the LGC's input, group-major, in padded planes (their
-    //    border is never read into a kept output).
-    with_act(act, op, [&](auto a) {
-      auto fill = avx2 ? &kernels_avx2::affine_act_interior<decltype(a)::value>
-                       : &kernels_generic::affine_act_interior<decltype(a)::value>;
-      at::parallel_for(0, nsel, 1, [&](int64_t j0, int64_t j1) {
-        for (int64_t j = j0; j < j1; ++j) fill(z + j * plane, img + idx[j] * hw, h, w, sc[j], sh[j]);
-      });
-    });
-    // 2. The LGC's grouped 1x1 conv + bias + act over the padded rows 1..h, into the
-    //    plane of each filter's shuffled channel (filter k of group g is channel
-    //    k * groups + g); then the borders are zeroed for the 3x3 conv.
+    // 1. Per task (a group, a range of the padded planes' flat positions): the LGC's
+    //    input act(BN(x[index])) of the group, packed into a cache-sized tile, then the
+    //    grouped 1x1 conv + bias + act over the tile, written into the plane of each
+    //    filter's shuffled channel (filter k of group g is channel k * groups + g).
+    //    The 1x1 runs over the padded rows 1..h; the borders are zeroed afterwards.
     with_block(po, [&](auto ob, auto xv) {
       constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
       constexpr int64_t chunk = 8 * XV;
-      with_act(act2, op, [&](auto a) {
-        auto gemm = avx2 ? &kernels_avx2::pointwise_group<OB, XV, decltype(a)::value>
-                         : &kernels_generic::pointwise_group<OB, XV, decltype(a)::value>;
-        const int64_t chunks = (q + chunk - 1) / chunk;
-        at::parallel_for(0, groups * chunks, 1, [&](int64_t i0, int64_t i1) {
-          for (int64_t i = i0; i < i1;) {
-            const int64_t g = i / chunks, c0 = i % chunks;
-            const int64_t c1 = std::min(chunks, c0 + (i1 - i));
-            gemm(z + g * pi * plane, plane, pi, mw + g * po * pi, bs + g * po, po,
-                 padded + g * plane, groups * plane, wp + c0 * chunk, wp + c1 * chunk);
-            i += c1 - c0;
-          }
+      const int64_t chunks = (q + chunk - 1) / chunk;
+      const int64_t per_tile = std::min(chunks, std::max<int64_t>(1, kPackFloats / (pi * chunk)));
+      const int64_t tiles = (chunks + per_tile - 1) / per_tile;
+      with_act(act, op, [&](auto a) {
+        with_act(act2, op, [&](auto a2) {
+          auto pack = avx2 ? &kernels_avx2::pack_padded<decltype(a)::value>
+                           : &kernels_generic::pack_padded<decltype(a)::value>;
+          auto gemm = avx2 ? &kernels_avx2::pointwise_group<OB, XV, decltype(a2)::value>
+                           : &kernels_generic::pointwise_group<OB, XV, decltype(a2)::value>;
+          at::parallel_for(0, groups * tiles, 1, [&](int64_t i0, int64_t i1) {
+            float* tile = workspace.get(1, pi * per_tile * chunk);
+            for (int64_t i = i0; i < i1; ++i) {
+              const int64_t g = i / tiles, c0 = i % tiles * per_tile;
+              const int64_t q0 = wp + c0 * chunk, len = (std::min(chunks, c0 + per_tile) - c0) * chunk;
+              for (int64_t t = 0; t < pi; ++t) {
+                const int64_t j = g * pi + t;
+                pack(tile + t * len, img + idx[j] * hw, h, w, q0, len, sc[j], sh[j]);
+              }
+              gemm(tile, len, pi, mw + g * po * pi, bs + g * po, po, padded + g * plane + q0,
+                   groups * plane, len);
+            }
+          });
         });
       });
     });

@@ -35,18 +35,6 @@ static inline vec8 activate8(vec8 v) {
   return v;
 }
 
-// The interior of a zero-padded plane ((h + 2) x (w + 2) positions): act(src * a + b)
-// of a dense h x w plane. The border is left as it is.
-template <int ACT>
-static void affine_act_interior(float* dst, const float* src, int64_t h, int64_t w, float a,
-                                float b) {
-  for (int64_t r = 0; r < h; ++r) {
-    float* d = dst + (r + 1) * (w + 2) + 1;
-    const float* s = src + r * w;
-    for (int64_t x = 0; x < w; ++x) d[x] = activate<ACT>(s[x] * a + b);
-  }
-}
-
 // Zero the border of a padded plane and the `tail` floats after it.
 static void zero_border(float* dst, int64_t h, int64_t w, int64_t tail) {
   const int64_t wp = w + 2;
@@ -61,18 +49,40 @@ static void affine_act_row(float* dst, const float* src, int64_t n, float a, flo
   for (int64_t p = 0; p < n; ++p) dst[p] = activate<ACT>(src[p] * a + b);
 }
 
-// OB outputs x 8 * XV flat positions of a 1x1 conv with bias and activation:
-// out[o][q] = act(bias[o] + sum_t w[o * cin + t] * in[t * plane + q]); output o is
+// Positions [q0, q0 + n) of a zero-padded plane ((h + 2) x (w + 2), flat), packed
+// into dst[0, n): act(src * a + b) of the dense h x w plane `src` inside, 0 on the
+// padding (and past the plane's last row).
+template <int ACT>
+static void pack_padded(float* dst, const float* src, int64_t h, int64_t w, int64_t q0,
+                        int64_t n, float a, float b) {
+  const int64_t wp = w + 2, end = q0 + n;
+  for (int64_t q = q0; q < end;) {
+    const int64_t r = q / wp, row_end = std::min(end, (r + 1) * wp);
+    if (r < 1 || r > h) {
+      for (; q < row_end; ++q) dst[q - q0] = 0.f;
+      continue;
+    }
+    const int64_t lo = std::min(row_end, std::max(q, r * wp + 1));
+    const int64_t hi = std::max(lo, std::min(row_end, r * wp + w + 1));
+    for (; q < lo; ++q) dst[q - q0] = 0.f;
+    const float* s = src + (r - 1) * w - 1;  // s[x] is the value at padded column x
+    for (; q < hi; ++q) dst[q - q0] = activate<ACT>(s[q - r * wp] * a + b);
+    for (; q < row_end; ++q) dst[q - q0] = 0.f;
+  }
+}
+
+// OB outputs x 8 * XV positions of a 1x1 conv with bias and activation:
+// out[o][q] = act(bias[o] + sum_t w[o * cin + t] * in[t * istride + q]); output o is
 // `ostride` floats after output o - 1.
 template <int OB, int XV, int ACT>
-static inline void pointwise_block(const float* in, int64_t plane, int64_t cin,
+static inline void pointwise_block(const float* in, int64_t istride, int64_t cin,
                                    const float* w, const float* bias, float* out,
                                    int64_t ostride, int64_t q0) {
   vec8 acc[OB][XV];
   for (int o = 0; o < OB; ++o)
     for (int v = 0; v < XV; ++v) acc[o][v] = splat8(bias[o]);
   for (int64_t t = 0; t < cin; ++t) {
-    const float* s = in + t * plane + q0;
+    const float* s = in + t * istride + q0;
     vec8 src[XV];
     for (int v = 0; v < XV; ++v) src[v] = load8(s + 8 * v);
     for (int o = 0; o < OB; ++o) {
@@ -84,13 +94,15 @@ static inline void pointwise_block(const float* in, int64_t plane, int64_t cin,
     for (int v = 0; v < XV; ++v) store8(out + o * ostride + q0 + 8 * v, activate8<ACT>(acc[o][v]));
 }
 
+// All `cout` outputs (a multiple of OB) of a 1x1 conv over positions [0, n), a multiple
+// of 8 * XV, of `cin` input rows `istride` floats apart.
 template <int OB, int XV, int ACT>
-static void pointwise_group(const float* in, int64_t plane, int64_t cin, const float* w,
+static void pointwise_group(const float* in, int64_t istride, int64_t cin, const float* w,
                             const float* bias, int64_t cout, float* out, int64_t ostride,
-                            int64_t q_begin, int64_t q_end) {
-  for (int64_t q0 = q_begin; q0 < q_end; q0 += 8 * XV)
+                            int64_t n) {
+  for (int64_t q0 = 0; q0 < n; q0 += 8 * XV)
     for (int64_t o = 0; o + OB <= cout; o += OB)
-      pointwise_block<OB, XV, ACT>(in, plane, cin, w + o * cin, bias + o, out + o * ostride,
+      pointwise_block<OB, XV, ACT>(in, istride, cin, w + o * cin, bias + o, out + o * ostride,
                                    ostride, q0);
 }
 
