@@ -1,7 +1,7 @@
 // Fused inference kernels of a deploy-form CondenseNetV2 dense layer (CPU, float32).
 //
 // A dense block keeps its features in one pre-allocated NCHW buffer; layer l reads the
-// first `channels` channels and writes `growth` new ones after them. Three entry points:
+// first `channels` channels and writes `growth` new ones after them. Entry points:
 //
 // * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle,
 //   with conv_2's BN folded into the 1x1 conv's weights and bias) -> act -> grouped 3x3
@@ -14,6 +14,7 @@
 // * se_: the squeeze-excite of the new channels (later blocks), in place.
 // * sfr_: SFR (BN -> act on the new channels -> grouped 1x1 conv on the shuffled
 //   inputs -> index_add into the old channels) as one pass over the old channels.
+// * avg_pool2x2_: the transition between blocks, written into the next block's buffer.
 //
 // They compute the same sums as the PyTorch path in mmsfr/models (float summation
 // order aside); mmsfr/models/layers/native.py loads them and
@@ -54,8 +55,8 @@ constexpr int64_t kTail = 2 + 96;
 constexpr int64_t kChunkLcm = 96;
 // Floats of the tile an LGC task packs its inputs into (kept in the L2 cache).
 constexpr int64_t kPackFloats = 32768;
-// Spatial positions per task of the SFR kernel: at most this many, as many tasks as
-// keep every thread busy.
+// Spatial positions per task of the SFR kernel: at most this many (and a tile of the
+// new channels of at most kPackFloats), as many tasks as keep every thread busy.
 constexpr int64_t kSfrTile = 1024;
 
 // [begin, end) split into tasks of at most `most` positions (a multiple of 16), their
@@ -271,41 +272,42 @@ void sfr_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& sc
   const float* sc = scale.data_ptr<float>();
   const float* sh = shift.data_ptr<float>();
   const float* mw = mats.data_ptr<float>();
-  float* u = workspace.get(0, growth * hw);
   auto axpy4 = avx2 ? &kernels_avx2::axpy_block<4, 2> : &kernels_generic::axpy_block<4, 2>;
   auto axpy1 = avx2 ? &kernels_avx2::axpy_block<1, 2> : &kernels_generic::axpy_block<1, 2>;
+  const int64_t tile = balanced_tile(hw, std::min(kSfrTile, kPackFloats / growth));
   for (int64_t b = 0; b < n; ++b) {
     float* img = buf.data_ptr<float>() + b * c_all * hw;
+    // Per task (a range of positions): u = act(BN(new channels)) into a thread-local
+    // tile, then group g reads u's channels g, g + groups, ... and its output j (of
+    // group j / pj) adds into old channel index[j]. Tasks split positions, never
+    // channels, so repeated indices accumulate without races.
     with_act(act, op, [&](auto a) {
       auto row = avx2 ? &kernels_avx2::affine_act_row<decltype(a)::value>
                       : &kernels_generic::affine_act_row<decltype(a)::value>;
-      for (int64_t c = 0; c < growth; ++c)
-        row(u + c * hw, img + (channels + c) * hw, hw, sc[c], sh[c]);
-    });
-    // Group g reads new channels g, g + groups, ...; output j (of group j / pj) adds
-    // into old channel index[j]. Tasks split positions, never channels, so repeated
-    // indices accumulate without races.
-    const int64_t tile = balanced_tile(hw, kSfrTile);
-    at::parallel_for(0, (hw + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t p0 = t * tile, len = std::min(tile, hw - p0);
-        for (int64_t j = 0; j < nre;) {  // outputs of one group, four at a time
-          const int64_t g = j / pj, block = std::min<int64_t>(4, (g + 1) * pj - j);
-          float* rows[4];
-          for (int64_t o = 0; o < block; ++o) rows[o] = img + idx[j + o] * hw + p0;
-          const float* src = u + g * hw + p0;
-          bool distinct = block == 4;  // a repeated row would lose an update in a block
-          for (int64_t a = 0; distinct && a < 4; ++a)
-            for (int64_t b2 = a + 1; b2 < 4; ++b2) distinct = distinct && rows[a] != rows[b2];
-          if (distinct) {
-            axpy4(rows, src, groups * hw, mw + j * pm, pm, len);
-          } else {
-            for (int64_t o = 0; o < block; ++o)
-              axpy1(rows + o, src, groups * hw, mw + (j + o) * pm, pm, len);
+      at::parallel_for(0, (hw + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
+        float* u = workspace.get(0, growth * tile);
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t p0 = t * tile, len = std::min(tile, hw - p0);
+          for (int64_t c = 0; c < growth; ++c)
+            row(u + c * len, img + (channels + c) * hw + p0, len, sc[c], sh[c]);
+          for (int64_t j = 0; j < nre;) {  // outputs of one group, four at a time
+            const int64_t g = j / pj, block = std::min<int64_t>(4, (g + 1) * pj - j);
+            float* rows[4];
+            for (int64_t o = 0; o < block; ++o) rows[o] = img + idx[j + o] * hw + p0;
+            const float* src = u + g * len;
+            bool distinct = block == 4;  // a repeated row would lose an update in a block
+            for (int64_t a = 0; distinct && a < 4; ++a)
+              for (int64_t b2 = a + 1; b2 < 4; ++b2) distinct = distinct && rows[a] != rows[b2];
+            if (distinct) {
+              axpy4(rows, src, groups * len, mw + j * pm, pm, len);
+            } else {
+              for (int64_t o = 0; o < block; ++o)
+                axpy1(rows + o, src, groups * len, mw + (j + o) * pm, pm, len);
+            }
+            j += block;
           }
-          j += block;
         }
-      }
+      });
     });
   }
 }
@@ -366,6 +368,40 @@ void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
   }
 }
 
+void avg_pool2x2_(at::Tensor out, const at::Tensor& x) {
+  constexpr const char* op = "avg_pool2x2_";
+  check_float(x, op, "x", 4);
+  TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == at::kFloat && out.dim() == 4, op,
+              ": out must be a 4-d float32 CPU tensor, got ", out.scalar_type(), " on ",
+              out.device(), " with ", out.dim(), " dims");
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t ho = h / 2, wo = w / 2;
+  TORCH_CHECK(out.size(0) == n && out.size(1) == c && out.size(2) == ho && out.size(3) == wo,
+              op, ": out must be (", n, ", ", c, ", ", ho, ", ", wo, ") for x ", x.sizes(),
+              ", got ", out.sizes());
+  TORCH_CHECK(out.stride(3) == 1 && out.stride(2) == wo && out.stride(1) == ho * wo, op,
+              ": out's planes must be contiguous (e.g. a channel slice of an NCHW buffer), "
+              "got strides ", out.strides());
+  const float* src = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t nstride = out.stride(0);
+  // (top-left + bottom-left) + (top-right + bottom-right), then / 4: the same sums as
+  // the PyTorch path of mmsfr.models.layers.avg_pool2x2.
+  at::parallel_for(0, n * c, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* plane = src + p * h * w;
+      float* o = dst + p / c * nstride + p % c * ho * wo;
+      for (int64_t r = 0; r < ho; ++r) {
+        const float* top = plane + 2 * r * w;
+        const float* bottom = top + w;
+        float* row = o + r * wo;
+        for (int64_t x0 = 0; x0 < wo; ++x0)
+          row[x0] = ((top[2 * x0] + bottom[2 * x0]) + (top[2 * x0 + 1] + bottom[2 * x0 + 1])) * 0.25f;
+      }
+    }
+  });
+}
+
 bool uses_avx2() { return cpu_has_avx2(); }
 
 // How many threads the kernels' at::parallel_for runs `tasks` tasks on (1 when the
@@ -393,6 +429,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sfr_", &sfr_, "SFR of one dense layer, added into buf[:, :channels]");
   m.def("se_", &se_, "Squeeze-excite (Linear form) of buf[:, channels:channels + growth], "
         "in place");
+  m.def("avg_pool2x2_", &avg_pool2x2_, "2x2 average pooling, stride 2, of x into out "
+        "(planes contiguous, e.g. a channel slice of a dense block's buffer)");
   m.def("uses_avx2", &uses_avx2, "Whether the AVX2 + FMA kernels run (else the generic ones)");
   m.def("parallel_threads", &parallel_threads, "Threads that run a parallel loop of the "
         "given number of tasks (at most torch.get_num_threads())");

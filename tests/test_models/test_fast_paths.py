@@ -14,7 +14,7 @@ from mmcv.cnn import ConvModule
 from mmsfr.models.layers import (FastMaxPool2d, SqueezeExcitation, avg_pool2x2,
                                  condense_model, fold_batchnorm, fuse_conv_module,
                                  grouped_conv2d, grouped_pointwise, inference_fast_path,
-                                 max_pool3x3s2)
+                                 max_pool3x3s2, native_kernels)
 from mmsfr.models.layers.condense import (affine_act_, channel_affine, eval_norm,
                                           eval_norm_act_)
 from mmsfr.models.layers.shuffle import channel_shuffle
@@ -149,6 +149,21 @@ def test_avg_pool2x2_matches_avg_pool_in_both_paths(h, w):
         assert rel_diff(avg_pool2x2(x), ref) < 1e-6
     assert not inference_fast_path()  # grad mode: the canonical op
     assert torch.equal(avg_pool2x2(x), ref)
+
+
+@pytest.mark.parametrize('native_on', [True, False])
+@pytest.mark.parametrize('grad', [False, True])
+@pytest.mark.parametrize('h,w', [(8, 8), (7, 9)])
+def test_avg_pool2x2_into_a_channel_slice_of_a_buffer(native_on, grad, h, w):
+    x = torch.randn(2, 3, h, w)
+    ref = F.avg_pool2d(x, 2, 2)
+    buf = torch.zeros(2, 5, h // 2, w // 2)
+    with native_kernels(native_on), torch.set_grad_enabled(grad):
+        got = avg_pool2x2(x, out=buf[:, 1:4])
+        assert rel_diff(avg_pool2x2(x), ref) < 1e-6
+    assert got.data_ptr() == buf[:, 1:].data_ptr()
+    assert rel_diff(buf[:, 1:4], ref) < 1e-6
+    assert buf[:, 0].abs().sum() == 0 and buf[:, 4].abs().sum() == 0
 
 
 def test_fast_path_is_off_while_ops_are_observed():

@@ -12,7 +12,7 @@ import torch
 from conftest import randomise_bn
 from mmsfr.models import CondenseNetV2
 from mmsfr.models.backbones.condensenet import native_arguments
-from mmsfr.models.layers import condense_model, native
+from mmsfr.models.layers import avg_pool2x2, condense_model, native
 from mmsfr.testing import rel_diff
 
 if not native.native_available() and os.environ.get('MMSFR_REQUIRE_NATIVE'):
@@ -96,6 +96,21 @@ def test_kernels_run_on_every_torch_thread():
         torch.set_num_threads(threads)
     with pytest.raises(RuntimeError, match='tasks must be positive, got 0'):
         native._EXT.parallel_threads(0)
+
+
+def test_pool_kernel_equals_pytorch_path_and_rejects_bad_output():
+    x = torch.randn(2, 6, 9, 7)
+    with torch.no_grad(), native.native_kernels(False):
+        ref = avg_pool2x2(x)
+    buf = torch.zeros(2, 8, 4, 3)
+    native._EXT.avg_pool2x2_(buf[:, 2:], x)
+    assert torch.equal(buf[:, 2:], ref)  # the same sums in the same order
+    with pytest.raises(RuntimeError, match=r'out must be \(2, 6, 4, 3\) for x'):
+        native._EXT.avg_pool2x2_(torch.empty(2, 6, 4, 4), x)
+    with pytest.raises(RuntimeError, match='planes must be contiguous'):
+        native._EXT.avg_pool2x2_(torch.empty(2, 6, 3, 4).transpose(2, 3), x)
+    with pytest.raises(RuntimeError, match='x must be a contiguous float32 CPU tensor, got Double'):
+        native._EXT.avg_pool2x2_(buf[:, 2:], x.double())
 
 
 def test_native_kernels_switch_is_scoped():

@@ -22,9 +22,9 @@ def test_a_missing_extension_means_pytorch_ops_and_says_how_to_build(monkeypatch
 
 
 def test_an_extension_from_older_sources_is_not_used(monkeypatch):
-    # A build from before the SE kernel and the thread probe (and without OpenMP).
+    # A build from before the SE and pooling kernels and the thread probe (and OpenMP).
     old = types.SimpleNamespace(lgc_conv_=None, sfr_=None, uses_avx2=None, set_avx2=None)
-    with pytest.warns(UserWarning, match=r'out of date \(no se_, parallel_threads\)'):
+    with pytest.warns(UserWarning, match=r'out of date \(no se_, avg_pool2x2_, parallel_threads\)'):
         ext, status = load_with(monkeypatch, old)
     assert ext is None and status.startswith('out of date')
 

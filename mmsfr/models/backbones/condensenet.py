@@ -299,14 +299,27 @@ class DenseBlock(nn.Sequential):
     re-copied ``L`` times. Both paths compute the same sums.
     Tracing (``torch.jit``, ``torch.export``, ONNX export) and op counters take the
     functional path (see :func:`~mmsfr.models.layers.inference_fast_path`).
+
+    ``block(x, pool=True)`` is ``block(avg_pool2x2(x))``, the transition into every
+    block after the first; without autograd it pools straight into the buffer.
+
+    Example:
+        >>> block = DenseBlock(DenseLayer(16, 8, 4, 4, 4), DenseLayer(24, 8, 4, 4, 4))
+        >>> block.eval()(torch.rand(1, 16, 8, 8), pool=True).shape
+        torch.Size([1, 32, 4, 4])
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pool: bool = False) -> torch.Tensor:
         if not inference_fast_path():
-            return super().forward(x)
+            return super().forward(avg_pool2x2(x) if pool else x)
         n, c, h, w = x.shape
+        if pool:
+            h, w = h // 2, w // 2
         out = x.new_empty(n, c + sum(layer.growth for layer in self), h, w)
-        out[:, :c] = x
+        if pool:
+            avg_pool2x2(x, out=out[:, :c])
+        else:
+            out[:, :c] = x
         for layer in self:
             layer.write_features_(out, c)
             c += layer.growth
@@ -520,9 +533,7 @@ class CondenseNetV2(FreezableBackbone):
         x = self.stem(x)
         outs = []
         for b, block in enumerate(self.blocks):
-            if b > 0:
-                x = avg_pool2x2(x)
-            x = block(x)
+            x = block(x, pool=b > 0)
             if b in self.out_indices:
                 out = x
                 if str(b) in self.norms:

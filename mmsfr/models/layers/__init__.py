@@ -14,5 +14,6 @@ __all__ = [
     'SparseFeatureReactivation', 'SqueezeExcitation', 'avg_pool2x2', 'build_act',
     'channel_shuffle', 'condensation_stage', 'condense_model', 'condensing_layers',
     'convert_to_deploy', 'fold_batchnorm', 'fuse_conv_module', 'grouped_conv2d',
-    'grouped_pointwise', 'inference_fast_path', 'max_pool3x3s2', 'native_available', 'native_enabled', 'native_kernels'
+    'grouped_pointwise', 'inference_fast_path', 'max_pool3x3s2', 'native_available',
+    'native_enabled', 'native_kernels'
 ]

@@ -37,7 +37,8 @@ __all__ = ['activation_code', 'native_available', 'native_enabled', 'native_kern
 
 
 #: The functions this version of mmsfr calls in the extension.
-REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'uses_avx2', 'set_avx2', 'parallel_threads')
+REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'uses_avx2', 'set_avx2',
+            'parallel_threads')
 _REBUILD = 'pip install --no-build-isolation -e .'
 
 

@@ -15,27 +15,51 @@ from torch import nn
 from torch.nn import functional as F
 
 from .grouped_conv import inference_fast_path
+from .native import native_ops
 
 __all__ = ['FastMaxPool2d', 'avg_pool2x2', 'max_pool3x3s2']
 
 
-def avg_pool2x2(x: torch.Tensor) -> torch.Tensor:
+def avg_pool2x2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """2x2 average pooling, stride 2 (``nn.AvgPool2d(2, 2)``: odd edges are dropped).
 
     In :func:`~.grouped_conv.inference_fast_path` it is the mean of four strided
-    slices.
+    slices, or one pass of the C++ kernel of :mod:`~.native` (float32 CPU).
+
+    Args:
+        x: ``(N, C, H, W)`` input.
+        out: Write the result here instead of a new tensor, e.g. the first ``C``
+            channels of the next dense block's buffer (``(N, C, H // 2, W // 2)``).
+
+    Returns:
+        The pooled tensor (``out`` if given).
 
     Example:
         >>> x = torch.rand(1, 3, 7, 6)
         >>> torch.allclose(avg_pool2x2(x), F.avg_pool2d(x, 2))
         True
+        >>> buf = torch.empty(1, 5, 3, 3)
+        >>> avg_pool2x2(x, out=buf[:, :3]).data_ptr() == buf.data_ptr()
+        True
     """
     if not inference_fast_path():
-        return F.avg_pool2d(x, 2, 2)
+        y = F.avg_pool2d(x, 2, 2)
+        return y if out is None else out.copy_(y)
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    ops = native_ops()
+    if (ops is not None and x.dtype == torch.float32 and x.device.type == 'cpu'
+            and x.dim() == 4 and x.is_contiguous()):
+        if out is None:
+            out = x.new_empty(*x.shape[:2], h // 2, w // 2)
+        if out.dtype == x.dtype and out.device.type == 'cpu' and (
+                out.stride()[1:] == (h * w // 4, w // 2, 1)):
+            ops.avg_pool2x2_(out, x)
+            return out
     top, bottom = x[..., 0:h:2, :w], x[..., 1:h:2, :w]
     rows = top + bottom
-    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
+    if out is None:
+        return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
+    return torch.add(rows[..., 0::2], rows[..., 1::2], out=out).mul_(0.25)
 
 
 def _max3_stride2(x: torch.Tensor, dim: int) -> torch.Tensor:
