@@ -5,12 +5,12 @@
 //
 // * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle,
 //   with conv_2's BN folded into the 1x1 conv's weights and bias) -> act -> grouped 3x3
-//   conv, written straight into the buffer's new channels. Each task of the 1x1 conv
-//   packs the gather + BN + act of its group's inputs over a range of positions into a
-//   cache-sized tile, then runs a register-blocked kernel over the tile that applies
-//   bias and act and writes each filter into the zero-padded plane of its shuffled
-//   channel (no shuffle pass); the 3x3 conv is a direct register-blocked kernel over
-//   those planes.
+//   conv, written straight into the buffer's new channels. Each thread streams over
+//   a range of rows in bands: per group, the gather + BN + act of the group's inputs
+//   is packed into a tile, and a register-blocked 1x1 kernel over the tile applies bias
+//   and act and writes each filter into its shuffled channel's rows of a zero-padded
+//   window (no shuffle pass); a direct register-blocked 3x3 kernel reads the window.
+//   The 1x1 conv's output stays in the cache.
 // * se_: the squeeze-excite of the new channels (later blocks), in place.
 // * sfr_: SFR (BN -> act on the new channels -> grouped 1x1 conv on the shuffled
 //   inputs -> index_add into the old channels) as one pass over the old channels.
@@ -47,13 +47,17 @@ namespace kernels_avx2 = kernels_generic;  // never selected: cpu_supports_avx2(
 
 namespace {
 
-// Floats after each padded plane: the 1x1 and 3x3 kernels work on whole chunks of
-// positions (at most 48), so the last chunk reads and writes past the last output;
-// the 3x3 taps reach 2 * (w + 2) + 2 positions further, into the bottom padding row.
+// Floats after each padded plane of the LGC kernel's window: the 1x1 and 3x3 kernels
+// work on whole chunks of positions (at most 96), so the last chunk reads and writes
+// past the last output; the 3x3 taps reach 2 * (w + 2) + 2 positions further.
 constexpr int64_t kTail = 2 + 96;
-// Flat output positions per conv task are a multiple of every chunk (16, 32, 48).
+// A multiple of every chunk of positions (8 floats x 3, 4, 6 or 12 vectors).
 constexpr int64_t kChunkLcm = 96;
-// Floats of the tile an LGC task packs its inputs into (kept in the L2 cache).
+// The LGC kernel's band of rows: at least this many output positions and, if that is
+// more, as many rows as keep its window of 1x1 outputs within kWindowFloats.
+constexpr int64_t kBandPositions = 64;
+constexpr int64_t kWindowFloats = 131072;
+// Floats of the SFR kernel's tile of new channels (kept in the L2 cache).
 constexpr int64_t kPackFloats = 32768;
 // Spatial positions per task of the SFR kernel: at most this many (and a tile of the
 // new channels of at most kPackFloats), as many tasks as keep every thread busy.
@@ -108,12 +112,20 @@ void with_act(int64_t act, const char* what, F&& f) {
   }
 }
 
-// Register blocking of the 1x1 and 3x3 kernels: OB outputs x XV vectors of 8 positions.
+// Register blocking of the 1x1 and 3x3 kernels: OB outputs (4, 2 or 1, the most that
+// divides `outputs`) x XV vectors of 8 positions, 12 accumulators where the 16 AVX2
+// registers allow (the 1x1 kernel keeps its XV inputs in registers, the 3x3 kernel
+// reads each from memory per output when OB is 1).
 template <typename F>
-void with_block(int64_t outputs, F&& f) {
-  if (outputs % 4 == 0) return f(std::integral_constant<int, 4>(), std::integral_constant<int, 2>());
-  if (outputs % 2 == 0) return f(std::integral_constant<int, 2>(), std::integral_constant<int, 4>());
-  f(std::integral_constant<int, 1>(), std::integral_constant<int, 6>());
+void with_block(int64_t outputs, bool conv3x3, F&& f) {
+  using std::integral_constant;
+  if (outputs % 4 == 0) return f(integral_constant<int, 4>(), integral_constant<int, 3>());
+  if (outputs % 2 == 0) {
+    if (conv3x3) return f(integral_constant<int, 2>(), integral_constant<int, 6>());
+    return f(integral_constant<int, 2>(), integral_constant<int, 4>());
+  }
+  if (conv3x3) return f(integral_constant<int, 1>(), integral_constant<int, 12>());
+  f(integral_constant<int, 1>(), integral_constant<int, 6>());
 }
 
 void check_float(const at::Tensor& t, const char* op, const char* name, int64_t dim) {
@@ -169,13 +181,46 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
   with_act(act, op, [](auto) {});
   with_act(act2, op, [](auto) {});
 
+  // The kernels of this call: gather + BN + act, 1x1 conv (+ bias + act), 3x3 conv.
   const bool avx2 = cpu_has_avx2();
+  using PackFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, int64_t, float, float);
+  using GemmFn = void (*)(const float*, int64_t, int64_t, const float*, const float*, int64_t,
+                          float*, int64_t, int64_t);
+  using ConvFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t,
+                          float*, int64_t, int64_t, int64_t);
+  PackFn pack = nullptr;
+  GemmFn gemm = nullptr;
+  ConvFn conv = nullptr;
+  int64_t gemm_chunk = 0, conv_chunk = 0;
+  with_act(act, op, [&](auto a) {
+    pack = avx2 ? &kernels_avx2::pack_padded<decltype(a)::value>
+                : &kernels_generic::pack_padded<decltype(a)::value>;
+  });
+  with_block(po, false, [&](auto ob, auto xv) {
+    constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
+    gemm_chunk = 8 * XV;
+    with_act(act2, op, [&](auto a) {
+      gemm = avx2 ? &kernels_avx2::pointwise_group<OB, XV, decltype(a)::value>
+                  : &kernels_generic::pointwise_group<OB, XV, decltype(a)::value>;
+    });
+  });
+  with_block(growth / groups, true, [&](auto ob, auto xv) {
+    constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
+    conv_chunk = 8 * XV;
+    conv = avx2 ? &kernels_avx2::conv3x3_group<OB, XV> : &kernels_generic::conv3x3_group<OB, XV>;
+  });
+
   const int64_t n = buf.size(0), c_all = buf.size(1), h = buf.size(2), w = buf.size(3);
-  const int64_t hw = h * w, wp = w + 2, plane = (h + 2) * wp + kTail;
-  const int64_t oper = growth / groups;
-  const int64_t q = h * wp, qr = (q + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
-  float* padded = workspace.get(2, c4 * plane);
-  float* conv_out = workspace.get(3, growth * qr);
+  const int64_t hw = h * w, wp = w + 2, oper = growth / groups;
+  // Each task streams over a range of rows, `band` rows at a time. A window holds
+  // band + 2 zero-padded rows of the 1x1 conv's c4 output channels: the band's rows
+  // and one row above and below, the 3x3 conv's input. The window stays in the cache:
+  // the 1x1 conv's output never goes to memory.
+  const int64_t band = std::min(h, std::max<int64_t>((kBandPositions + wp - 1) / wp,
+                                                      kWindowFloats / (c4 * wp) - 2));
+  const int64_t win_plane = (band + 2) * wp + kTail;
+  const int64_t out_stride = (band * wp + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
+  const int64_t tasks = std::min<int64_t>(at::get_num_threads(), (h + band - 1) / band);
   const int64_t* idx = index.data_ptr<int64_t>();
   const float* sc = scale.data_ptr<float>();
   const float* sh = shift.data_ptr<float>();
@@ -185,66 +230,63 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
 
   for (int64_t b = 0; b < n; ++b) {
     float* img = buf.data_ptr<float>() + b * c_all * hw;
-    // 1. Per task (a group, a range of the padded planes' flat positions): the LGC's
-    //    input act(BN(x[index])) of the group, packed into a cache-sized tile, then the
-    //    grouped 1x1 conv + bias + act over the tile, written into the plane of each
-    //    filter's shuffled channel (filter k of group g is channel k * groups + g).
-    //    The 1x1 runs over the padded rows 1..h; the borders are zeroed afterwards.
-    with_block(po, [&](auto ob, auto xv) {
-      constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-      constexpr int64_t chunk = 8 * XV;
-      const int64_t chunks = (q + chunk - 1) / chunk;
-      const int64_t per_tile = std::min(chunks, std::max<int64_t>(1, kPackFloats / (pi * chunk)));
-      const int64_t tiles = (chunks + per_tile - 1) / per_tile;
-      with_act(act, op, [&](auto a) {
-        with_act(act2, op, [&](auto a2) {
-          auto pack = avx2 ? &kernels_avx2::pack_padded<decltype(a)::value>
-                           : &kernels_generic::pack_padded<decltype(a)::value>;
-          auto gemm = avx2 ? &kernels_avx2::pointwise_group<OB, XV, decltype(a2)::value>
-                           : &kernels_generic::pointwise_group<OB, XV, decltype(a2)::value>;
-          at::parallel_for(0, groups * tiles, 1, [&](int64_t i0, int64_t i1) {
-            float* tile = workspace.get(1, pi * per_tile * chunk);
-            for (int64_t i = i0; i < i1; ++i) {
-              const int64_t g = i / tiles, c0 = i % tiles * per_tile;
-              const int64_t q0 = wp + c0 * chunk, len = (std::min(chunks, c0 + per_tile) - c0) * chunk;
-              for (int64_t t = 0; t < pi; ++t) {
-                const int64_t j = g * pi + t;
-                pack(tile + t * len, img + idx[j] * hw, h, w, q0, len, sc[j], sh[j]);
-              }
-              gemm(tile, len, pi, mw + g * po * pi, bs + g * po, po, padded + g * plane + q0,
-                   groups * plane, len);
+    at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+      float* win = workspace.get(1, c4 * win_plane);
+      float* out = workspace.get(2, growth * out_stride);
+      // Image rows [row, row + rows) into window rows slot, slot + 1, ...: per group,
+      // act(BN(x[index])) packed into a tile, then the 1x1 conv over the tile into the
+      // window row of each filter's shuffled channel (filter k of group g is channel
+      // k * groups + g). Rows outside the image and the padding columns become 0.
+      auto conv1x1_rows = [&](int64_t slot, int64_t row, int64_t rows) {
+        const int64_t lo = std::max<int64_t>(row, 0), hi = std::min(h, row + rows);
+        if (lo < hi) {
+          const int64_t len = ((hi - lo) * wp + gemm_chunk - 1) / gemm_chunk * gemm_chunk;
+          float* tile = workspace.get(0, pi * len);
+          float* dst = win + (slot + lo - row) * wp;
+          for (int64_t g = 0; g < groups; ++g) {
+            for (int64_t t = 0; t < pi; ++t) {
+              const int64_t j = g * pi + t;
+              pack(tile + t * len, img + idx[j] * hw, h, w, (lo + 1) * wp, len, sc[j], sh[j]);
             }
-          });
-        });
-      });
-    });
-    auto zero = avx2 ? &kernels_avx2::zero_border : &kernels_generic::zero_border;
-    at::parallel_for(0, c4, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) zero(padded + c * plane, h, w, kTail);
-    });
-    // 3. The grouped 3x3 conv over the padded planes, per group and chunk of positions.
-    with_block(oper, [&](auto ob, auto xv) {
-      constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-      constexpr int64_t chunk = 8 * XV;
-      auto conv = avx2 ? &kernels_avx2::conv3x3_group<OB, XV>
-                       : &kernels_generic::conv3x3_group<OB, XV>;
-      const int64_t chunks = (q + chunk - 1) / chunk;
-      at::parallel_for(0, groups * chunks, 1, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1;) {
-          const int64_t g = i / chunks, c0 = i % chunks;
-          const int64_t c1 = std::min(chunks, c0 + (i1 - i));
-          conv(padded + g * cin * plane, plane, cin, wp, cw + g * oper * cin * 9, oper,
-               conv_out + g * oper * qr, qr, c0 * chunk, c1 * chunk);
-          i += c1 - c0;
+            gemm(tile, len, pi, mw + g * po * pi, bs + g * po, po, dst + g * win_plane,
+                 groups * win_plane, len);
+          }
         }
-      });
-    });
-    // 4. Drop the two padding columns of every row into the buffer's new channels.
-    float* dst = img + channels * hw;
-    at::parallel_for(0, growth, 1, [&](int64_t o0, int64_t o1) {
-      for (int64_t o = o0; o < o1; ++o)
-        for (int64_t r = 0; r < h; ++r)
-          std::memcpy(dst + o * hw + r * w, conv_out + o * qr + r * wp, w * sizeof(float));
+        for (int64_t c = 0; c < c4; ++c)
+          for (int64_t r = 0; r < rows; ++r) {
+            float* line = win + c * win_plane + (slot + r) * wp;
+            if (row + r < lo || row + r >= hi) {
+              std::fill(line, line + wp, 0.f);
+            } else {
+              line[0] = line[w + 1] = 0.f;
+            }
+          }
+      };
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t begin = task * h / tasks, end = (task + 1) * h / tasks;
+        for (int64_t r0 = begin; r0 < end; r0 += band) {
+          const int64_t rows = std::min(band, end - r0);
+          if (r0 == begin) {  // the whole window: rows r0 - 1 ... r0 + rows
+            conv1x1_rows(0, r0 - 1, rows + 2);
+          } else {  // the previous band's last two rows move to the top
+            for (int64_t c = 0; c < c4; ++c)
+              std::memmove(win + c * win_plane, win + c * win_plane + band * wp,
+                           2 * wp * sizeof(float));
+            conv1x1_rows(2, r0 + 1, rows);
+          }
+          // The grouped 3x3 conv over the window, per group: output row r0 + j is
+          // centred on window row j + 1.
+          const int64_t q = (rows * wp + conv_chunk - 1) / conv_chunk * conv_chunk;
+          for (int64_t g = 0; g < groups; ++g)
+            conv(win + g * cin * win_plane, win_plane, cin, wp, cw + g * oper * cin * 9, oper,
+                 out + g * oper * out_stride, out_stride, 0, q);
+          // The w valid positions of each row into the buffer's new channels.
+          float* dst = img + channels * hw + r0 * w;
+          for (int64_t o = 0; o < growth; ++o)
+            for (int64_t j = 0; j < rows; ++j)
+              std::memcpy(dst + o * hw + j * w, out + o * out_stride + j * wp, w * sizeof(float));
+        }
+      }
     });
   }
 }

@@ -11,14 +11,15 @@ static inline vec8 load8(const float* p) { return *reinterpret_cast<const vec8*>
 static inline void store8(float* p, vec8 v) { *reinterpret_cast<vec8*>(p) = v; }
 static inline vec8 splat8(float v) { return vec8{v, v, v, v, v, v, v, v}; }
 
-// Activation codes: 0 identity, 1 ReLU, 2 hard-swish (x * relu6(x + 3) / 6, as torch).
+// Activation codes: 0 identity, 1 ReLU, 2 hard-swish (x * relu6(x + 3) / 6; the
+// division is a multiplication by 1 / 6, which differs from torch's by at most an ulp).
 template <int ACT>
 static inline float activate(float v) {
   if (ACT == 1) return v > 0.f ? v : 0.f;
   if (ACT == 2) {
     float t = v + 3.f;
     t = t < 0.f ? 0.f : (t > 6.f ? 6.f : t);
-    return v * t / 6.f;
+    return v * t * (1.f / 6.f);
   }
   return v;
 }
@@ -30,17 +31,9 @@ static inline vec8 activate8(vec8 v) {
     vec8 t = v + 3.f;
     t = t < 0.f ? splat8(0.f) : t;
     t = t > 6.f ? splat8(6.f) : t;
-    return v * t / 6.f;
+    return v * t * (1.f / 6.f);
   }
   return v;
-}
-
-// Zero the border of a padded plane and the `tail` floats after it.
-static void zero_border(float* dst, int64_t h, int64_t w, int64_t tail) {
-  const int64_t wp = w + 2;
-  for (int64_t x = 0; x < wp; ++x) dst[x] = 0.f;
-  for (int64_t r = 1; r <= h; ++r) dst[r * wp] = dst[r * wp + w + 1] = 0.f;
-  for (int64_t x = (h + 1) * wp; x < (h + 2) * wp + tail; ++x) dst[x] = 0.f;
 }
 
 // dst[p] = act(src[p] * a + b) for p < n.
