@@ -183,7 +183,7 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
 
   // The kernels of this call: gather + BN + act, 1x1 conv (+ bias + act), 3x3 conv.
   const bool avx2 = cpu_has_avx2();
-  using PackFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, int64_t, float, float);
+  using PackFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, float, float);
   using GemmFn = void (*)(const float*, int64_t, int64_t, const float*, const float*, int64_t,
                           float*, int64_t, int64_t);
   using ConvFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t,
@@ -193,8 +193,8 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
   ConvFn conv = nullptr;
   int64_t gemm_chunk = 0, conv_chunk = 0;
   with_act(act, op, [&](auto a) {
-    pack = avx2 ? &kernels_avx2::pack_padded<decltype(a)::value>
-                : &kernels_generic::pack_padded<decltype(a)::value>;
+    pack = avx2 ? &kernels_avx2::pack_rows<decltype(a)::value>
+                : &kernels_generic::pack_rows<decltype(a)::value>;
   });
   with_block(po, false, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
@@ -246,7 +246,7 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
           for (int64_t g = 0; g < groups; ++g) {
             for (int64_t t = 0; t < pi; ++t) {
               const int64_t j = g * pi + t;
-              pack(tile + t * len, img + idx[j] * hw, h, w, (lo + 1) * wp, len, sc[j], sh[j]);
+              pack(tile + t * len, img + idx[j] * hw + lo * w, hi - lo, w, len, sc[j], sh[j]);
             }
             gemm(tile, len, pi, mw + g * po * pi, bs + g * po, po, dst + g * win_plane,
                  groups * win_plane, len);

@@ -42,26 +42,21 @@ static void affine_act_row(float* dst, const float* src, int64_t n, float a, flo
   for (int64_t p = 0; p < n; ++p) dst[p] = activate<ACT>(src[p] * a + b);
 }
 
-// Positions [q0, q0 + n) of a zero-padded plane ((h + 2) x (w + 2), flat), packed
-// into dst[0, n): act(src * a + b) of the dense h x w plane `src` inside, 0 on the
-// padding (and past the plane's last row).
+// `rows` rows of a dense plane (w floats each, from src) as zero-padded rows of w + 2
+// in dst: act(src * a + b) inside, 0 in the two padding columns; dst[rows * (w + 2), n)
+// is zeroed.
 template <int ACT>
-static void pack_padded(float* dst, const float* src, int64_t h, int64_t w, int64_t q0,
-                        int64_t n, float a, float b) {
-  const int64_t wp = w + 2, end = q0 + n;
-  for (int64_t q = q0; q < end;) {
-    const int64_t r = q / wp, row_end = std::min(end, (r + 1) * wp);
-    if (r < 1 || r > h) {
-      for (; q < row_end; ++q) dst[q - q0] = 0.f;
-      continue;
-    }
-    const int64_t lo = std::min(row_end, std::max(q, r * wp + 1));
-    const int64_t hi = std::max(lo, std::min(row_end, r * wp + w + 1));
-    for (; q < lo; ++q) dst[q - q0] = 0.f;
-    const float* s = src + (r - 1) * w - 1;  // s[x] is the value at padded column x
-    for (; q < hi; ++q) dst[q - q0] = activate<ACT>(s[q - r * wp] * a + b);
-    for (; q < row_end; ++q) dst[q - q0] = 0.f;
+static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int64_t n,
+                      float a, float b) {
+  const int64_t wp = w + 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* d = dst + r * wp;
+    const float* s = src + r * w;
+    d[0] = 0.f;
+    for (int64_t x = 0; x < w; ++x) d[x + 1] = activate<ACT>(s[x] * a + b);
+    d[w + 1] = 0.f;
   }
+  for (int64_t q = rows * wp; q < n; ++q) dst[q] = 0.f;
 }
 
 // OB outputs x 8 * XV positions of a 1x1 conv with bias and activation:
