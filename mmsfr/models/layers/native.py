@@ -2,8 +2,9 @@
 
 ``pip install --no-build-isolation -e .`` (``make setup``) compiles ``mmsfr/csrc`` into
 ``mmsfr._ext``: fused CPU inference kernels of the deploy CondenseNetV2 dense layer
-(LGC + grouped 3x3 conv in one call, the SE in one, the SFR in one; see
-``mmsfr/csrc/dense_layer.cpp``).
+(LGC + grouped 3x3 conv in one call, the SE in one, the SFR in one) and of the 2x2
+average pooling between its blocks; see ``mmsfr/csrc/dense_layer.cpp``. They run on
+torch's intra-op threads.
 When the extension is built, deploy CondenseNetV2 models use it for float32 CPU
 inference (``torch.no_grad`` / ``torch.inference_mode``); everything else, and every
 model when it is missing, runs the PyTorch path, which computes the same sums.
