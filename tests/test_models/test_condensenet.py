@@ -103,7 +103,7 @@ def test_every_parameter_gets_a_gradient():
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(arch='d'), r"unknown arch 'd'; valid archs are \['a', 'b', 'c', 'cifar-110'"),
-    (dict(arch='a', out_indices=(5,)), r'out_indices \(5,\) out of range; valid block indices are 0..4'),
+    (dict(arch='a', out_indices=(5,)), r'out_indices \(5,\) out of range \(\[5\]\); valid indices are 0..4'),
     (dict(arch='a', frozen_stages=6), r'frozen_stages=6 out of range; valid values are -1..5'),
     (dict(arch='a', out_norm='first'), r"out_norm='first'; choose one of"),
     (dict(arch=dict(TINY, groups=3)), r'groups=3 must be'),

@@ -17,7 +17,7 @@ import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 from torch import nn
 
-from .base import FreezableBackbone
+from .base import FreezableBackbone, resolve_out_indices
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       SqueezeExcitation, avg_pool2x2, convert_to_deploy, grouped_conv2d,
                       inference_fast_path)
@@ -347,8 +347,8 @@ class CondenseNetV2(FreezableBackbone):
 
     Args:
         arch: Architecture name or dict (see above).
-        out_indices: Dense blocks to return, 0-based. Default: all but the first
-            (strides 4/8/16/32 for ImageNet archs).
+        out_indices: Dense blocks to return, 0-based, in this order (each at most
+            once). Default: all but the first (strides 4/8/16/32 for ImageNet archs).
         frozen_stages: Freeze the stem (0) and blocks ``0..frozen_stages-1`` as in
             mmdet (``1`` freezes the stem and the first block); -1 freezes nothing.
         out_norm: ``'none'``, ``'last'`` or ``'all'`` (see above).
@@ -415,14 +415,9 @@ class CondenseNetV2(FreezableBackbone):
         self.arch = settings
         depths, growths = settings['depths'], settings['growths']
         num_blocks = len(depths)
-        if out_indices is None:
-            out_indices = tuple(range(1, num_blocks)) if num_blocks > 3 else tuple(
-                range(num_blocks))
-        out_indices = tuple(out_indices)
-        for i in out_indices:
-            if not 0 <= i < num_blocks:
-                raise ValueError(f'{type(self).__name__}: out_indices {out_indices} out of '
-                                 f'range; valid block indices are 0..{num_blocks - 1}')
+        out_indices = resolve_out_indices(
+            type(self).__name__, out_indices, num_blocks,
+            range(1, num_blocks) if num_blocks > 3 else range(num_blocks))
         if not -1 <= frozen_stages <= num_blocks:
             raise ValueError(f'{type(self).__name__}: frozen_stages={frozen_stages} out of '
                              f'range; valid values are -1..{num_blocks}')
@@ -530,16 +525,16 @@ class CondenseNetV2(FreezableBackbone):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Return the features of the blocks in ``out_indices``, in that order."""
         x = self.stem(x)
-        outs = []
-        for b, block in enumerate(self.blocks):
+        outs: dict[int, torch.Tensor] = {}
+        last = max(self.out_indices)
+        for b, block in enumerate(self.blocks[:last + 1]):
             x = block(x, pool=b > 0)
             if b in self.out_indices:
-                out = x
-                if str(b) in self.norms:
-                    out = torch.relu(self.norms[str(b)](out))
-                outs.append(out)
-        return tuple(outs)
+                norm = self.norms[str(b)] if str(b) in self.norms else None
+                outs[b] = x if norm is None else torch.relu(norm(x))
+        return tuple(outs[i] for i in self.out_indices)
 
     # ------------------------------------------------------------------ checkpoints
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,

@@ -45,7 +45,7 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .base import FreezableBackbone
+from .base import FreezableBackbone, resolve_out_indices
 from ..layers import (FastMaxPool2d, SparseFeatureReactivation, SqueezeExcitation,
                       channel_shuffle, convert_to_deploy, fuse_conv_module,
                       inference_fast_path)
@@ -250,7 +250,8 @@ class ShuffleNetV2(FreezableBackbone):
             ``last_channels``). Default ``'1.0x'``.
         widen_factor: 0.5, 1.0, 1.5 or 2.0, an alternative to ``arch``.
         layout: ``'megvii'`` (the authors' released weights) or ``'torchvision'``.
-        out_indices: Output levels (see the table). Default: 0-3 (strides 4-32).
+        out_indices: Output levels (see the table), returned in this order, each at
+            most once. Default: 0-3 (strides 4-32).
         frozen_stages: Freeze the stem (0) and the first ``frozen_stages`` stages as
             in mmdet; -1 freezes nothing.
         norm_cfg: Norm config of every conv.
@@ -321,12 +322,8 @@ class ShuffleNetV2(FreezableBackbone):
         num_stages = len(settings['stage_channels'])
         offset = 1 if settings['maxpool'] else 0  # level index of stage 0
         num_levels = offset + num_stages + 1
-        if out_indices is None:
-            out_indices = tuple(range(num_levels - 1))
-        out_indices = tuple(out_indices)
-        if not out_indices or any(not 0 <= i < num_levels for i in out_indices):
-            raise ValueError(f'{cls_name}: out_indices {out_indices} out of range; valid '
-                             f'indices are 0..{num_levels - 1} ({num_levels - 1} = conv_last)')
+        out_indices = resolve_out_indices(cls_name, out_indices, num_levels,
+                                          range(num_levels - 1), 'conv_last')
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f'{cls_name}: frozen_stages={frozen_stages} out of range; '
                              f'valid values are -1..{num_stages}')
