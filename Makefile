@@ -6,7 +6,7 @@ DEMO_DATA ?= data/demo_coco
 DEMO_CFG ?= configs/demo/retinanet_condensenetv2_demo.py
 DEMO_WORK ?= work_dirs/demo_retinanet_condensenetv2
 
-.PHONY: help setup demo test
+.PHONY: help setup demo test test-oldest
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
@@ -21,3 +21,6 @@ demo: setup  ## generate shapes data, train RetinaNet-CondenseNetV2 on CPU, prin
 
 test: setup  ## run the test suite, printing the slowest tests
 	$(PY) -m pytest tests --durations=15 $(PYTEST_ARGS)
+
+test-oldest:  ## the smoke tests on the oldest supported stack (torch 2.1.2, .venv-oldest)
+	tools/test_oldest.sh

@@ -29,22 +29,56 @@ def openmp_backend() -> bool:
             and 'parallel backend: OpenMP' in torch.__config__.parallel_info())
 
 
+def skip_note(why: str) -> None:
+    """Say why mmsfr installs without its C++ kernels (it then runs PyTorch ops)."""
+    print(f'WARNING: mmsfr._ext is not built ({why}); mmsfr will run its models with '
+          'PyTorch ops only (same results, slower deploy CondenseNetV2 on CPU)',
+          file=sys.stderr)
+
+
 def extensions() -> dict:
-    """``ext_modules`` / ``cmdclass`` of the C++ extension, or nothing."""
+    """``ext_modules`` / ``cmdclass`` of the C++ extension, or nothing.
+
+    The extension is optional: no torch at build time (an isolated build), Windows
+    (the kernels use GCC/Clang vector extensions, which MSVC lacks), or a failed
+    compile all install mmsfr without it, with a warning.
+    """
     if os.environ.get('MMSFR_WITH_OPS', '1') == '0':
+        return {}
+    if sys.platform == 'win32':
+        skip_note('the kernels need GCC or Clang vector extensions, not MSVC')
         return {}
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:  # e.g. an isolated build without torch: pure-PyTorch install
+        skip_note('torch is not importable at build time: use --no-build-isolation')
         return {}
+
+    class OptionalBuildExtension(BuildExtension):
+        """torch's ``BuildExtension``; a failed compile of an optional extension warns.
+
+        setuptools' ``optional=True`` only catches distutils' compiler errors, while
+        torch's ninja build raises ``RuntimeError``.
+        """
+
+        def build_extension(self, ext) -> None:
+            try:
+                super().build_extension(ext)
+            except Exception as err:  # noqa: BLE001 (any compile failure)
+                if not getattr(ext, 'optional', False):
+                    raise
+                skip_note(f'compiling {ext.name} failed: {str(err).splitlines()[-1]}')
+
     flags = ['-O3']
     if openmp_backend():
         flags.append('-fopenmp')
+    else:
+        print('WARNING: torch does not run on OpenMP here (e.g. macOS): mmsfr._ext is '
+              'built without it and its kernels run on one thread', file=sys.stderr)
     ext = CppExtension('mmsfr._ext', ['mmsfr/csrc/dense_layer.cpp'],
                        depends=['mmsfr/csrc/kernels.h'], extra_compile_args=flags,
-                       extra_link_args=flags[1:],
-                       optional=True)  # no compiler: install without it (PyTorch ops)
-    return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
+                       extra_link_args=flags[1:], optional=True)
+    return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExtension})
 
 
 version: dict = {}

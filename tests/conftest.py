@@ -35,3 +35,41 @@ def load_fixture(name: str):
 def fixture_path(name: str) -> Path:
     load_fixture(name)  # skip / fail consistently
     return fixtures_dir() / name
+
+
+#: The smoke subset (``pytest -m smoke``), which ``make test-oldest`` runs on the oldest
+#: supported stack: every backbone in both forms, released-weight parity on the
+#: fixtures, the C++ kernels, the conversion tools, detectors' loss and predict, two
+#: iterations through tools/train.py, checkpoint loading. Node-id prefixes under tests/.
+SMOKE = (
+    'test_package.py',
+    'test_reliability/test_backbone_arguments.py',
+    'test_models/test_condensenet.py::test_outputs_match_metadata',
+    'test_models/test_condensenet.py::test_condensation_to_deploy_is_exact_for_whole_backbone',
+    'test_models/test_condensenet.py::test_released_weights_reproduce_reference_logits',
+    'test_models/test_condensenet.py::test_official_converter_tool_and_init_model',
+    'test_models/test_condensenet.py::test_convert_to_deploy_refuses_unfinished',
+    'test_models/test_shufflenetv2.py::test_output_shapes',
+    'test_models/test_shufflenetv2.py::test_megvii_parity',
+    'test_models/test_shufflenetv2.py::test_deploy_form_keeps_released_weight_parity',
+    'test_models/test_sfr_shufflenet.py::test_output_shapes_and_placement',
+    'test_models/test_sfr_shufflenet.py::test_condense_then_deploy_is_exact',
+    'test_models/test_sfr_shufflenet.py::test_convert_to_deploy_tool_on_sfr_config',
+    'test_models/test_native.py',
+    'test_detection/test_configs.py::test_detector_loss_and_predict[configs/demo/',
+    'test_detection/test_configs.py::test_detector_loss_and_predict[configs/retinanet_condensenetv2_a.py]',
+    'test_detection/test_configs.py::test_detector_loss_and_predict[configs/faster_rcnn_sfr_shufflenetv2_x0_5.py]',
+    'test_detection/test_train_iterations.py',
+    'test_utils/test_safe_checkpoint.py',
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'smoke: the subset run on the oldest supported stack')
+
+
+def pytest_collection_modifyitems(config, items):
+    prefixes = tuple(f'tests/{p}' for p in SMOKE)
+    for item in items:
+        if item.nodeid.startswith(prefixes):
+            item.add_marker(pytest.mark.smoke)

@@ -1,0 +1,28 @@
+"""What differs between the supported torch releases (2.1 to 2.14), in one place."""
+from __future__ import annotations
+
+import torch
+
+__all__ = ['TORCH_VERSION', 'is_compiling', 'needs_weights_only_allow_list']
+
+#: ``(major, minor)`` of the running torch.
+TORCH_VERSION: tuple[int, int] = tuple(
+    int(part) for part in torch.__version__.split('+')[0].split('.')[:2])
+
+
+def is_compiling() -> bool:
+    """Whether ``torch.compile`` (dynamo) is tracing the caller.
+
+    ``torch.compiler.is_compiling`` exists from torch 2.3 on; earlier releases have
+    ``torch._dynamo.is_compiling``.
+    """
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and hasattr(compiler, 'is_compiling'):
+        return compiler.is_compiling()
+    return torch._dynamo.is_compiling()
+
+
+def needs_weights_only_allow_list() -> bool:
+    """Whether ``torch.load`` defaults to ``weights_only=True`` (torch >= 2.6), so
+    that mmengine's checkpoints need their globals allow-listed."""
+    return TORCH_VERSION >= (2, 6)
