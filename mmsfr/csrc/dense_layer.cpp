@@ -3,12 +3,12 @@
 // A dense block keeps its features in one pre-allocated NCHW buffer; layer l reads the
 // first `channels` channels and writes `growth` new ones after them. Entry points:
 //
-// * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle,
-//   with conv_2's BN folded into the 1x1 conv's weights and bias) -> act -> grouped 3x3
-//   conv, written straight into the buffer's new channels. Each thread streams over
-//   a range of rows in bands: per group, the gather + BN + act of the group's inputs
-//   is packed into a tile, and a register-blocked 1x1 kernel over the tile applies bias
-//   and act and writes each filter into its shuffled channel's rows of a zero-padded
+// * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle)
+//   -> conv_2's BN -> act -> grouped 3x3 conv, written straight into the buffer's new
+//   channels. Each thread streams over a range of rows in bands: per group, the
+//   gather + BN + act of the group's inputs is packed into a tile, and a
+//   register-blocked 1x1 kernel over the tile applies conv_2's BN and act in its
+//   epilogue and writes each filter into its shuffled channel's rows of a zero-padded
 //   window (no shuffle pass); a direct register-blocked 3x3 kernel reads the window.
 //   The 1x1 conv's output stays in the cache.
 // * se_: the squeeze-excite of the new channels (later blocks), in place.
@@ -16,9 +16,16 @@
 //   inputs -> index_add into the old channels) as one pass over the old channels.
 // * avg_pool2x2_: the transition between blocks, written into the next block's buffer.
 //
+// The kernels read the modules' tensors as they are stored: conv weights in their
+// (out, in / groups, kh, kw) layout and each BatchNorm as its weight, bias, running
+// mean, running variance and eps, turned into a per-channel scale and shift on every
+// call (O(channels)). Nothing is derived ahead of a call, so a call always reflects
+// the current parameters and buffers. Every argument is checked; empty inputs (batch
+// or spatial size 0) are valid and write nothing.
+//
 // They compute the same sums as the PyTorch path in mmsfr/models (float summation
-// order aside); mmsfr/models/layers/native.py loads them and
-// tests/test_models/test_native.py checks them.
+// order aside) and propagate NaN as it does; mmsfr/models/layers/native.py loads them
+// and tests/test_models/test_native.py checks them.
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -27,6 +34,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -66,6 +74,8 @@ constexpr int64_t kSfrTile = 1024;
 // [begin, end) split into tasks of at most `most` positions (a multiple of 16), their
 // count a multiple of the thread count so that every thread gets the same share.
 int64_t balanced_tile(int64_t n, int64_t most) {
+  TORCH_CHECK(n > 0 && most > 0, "balanced_tile: ", n, " positions in tasks of at most ",
+              most, " (both must be positive)");
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t tasks = (n + most - 1) / most;
   const int64_t even = (tasks + threads - 1) / threads * threads;
@@ -152,40 +162,98 @@ void check_buffer(const at::Tensor& buf, int64_t channels, int64_t growth, const
               buf.size(1), " channels");
 }
 
+void check_weight(const at::Tensor& weight, const char* op, const char* name, int64_t k) {
+  check_float(weight, op, name, 4);
+  TORCH_CHECK(weight.size(0) > 0 && weight.size(1) > 0 && weight.size(2) == k &&
+                  weight.size(3) == k,
+              op, ": ", name, " must be a non-empty ", k, "x", k, " conv weight, got ",
+              weight.sizes());
+}
+
+void check_groups(int64_t groups, int64_t channels, const char* op, const char* what) {
+  TORCH_CHECK(groups > 0 && channels % groups == 0, op, ": groups ", groups,
+              " must be positive and divide the ", channels, " ", what);
+}
+
+// An eval-mode BatchNorm of `channels` channels as per-channel scale and shift, from its
+// tensors (weight, bias, running_mean, running_var) and eps, computed as torch's CPU
+// batch_norm does: scale = weight / sqrt(var + eps), shift = bias - mean * scale.
+struct ChannelAffine {
+  std::vector<float> scale, shift;
+};
+
+ChannelAffine eval_batch_norm(const std::vector<at::Tensor>& norm, double eps,
+                              int64_t channels, const char* op, const char* name) {
+  static const char* const parts[] = {"weight", "bias", "running_mean", "running_var"};
+  TORCH_CHECK(norm.size() == 4, op, ": ", name, " must be 4 tensors (weight, bias, ",
+              "running_mean, running_var), got ", norm.size());
+  for (int i = 0; i < 4; ++i) {
+    const std::string what = std::string(name) + " " + parts[i];
+    check_float(norm[i], op, what.c_str(), 1);
+    TORCH_CHECK(norm[i].numel() == channels, op, ": ", what, " must have ", channels,
+                " entries, got ", norm[i].numel());
+  }
+  const float* weight = norm[0].data_ptr<float>();
+  const float* bias = norm[1].data_ptr<float>();
+  const float* mean = norm[2].data_ptr<float>();
+  const float* var = norm[3].data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  ChannelAffine out{std::vector<float>(channels), std::vector<float>(channels)};
+  for (int64_t c = 0; c < channels; ++c) {
+    const float invstd = 1.f / std::sqrt(var[c] + e);
+    out.scale[c] = invstd * weight[c];
+    out.shift[c] = bias[c] - mean[c] * out.scale[c];
+  }
+  return out;
+}
+
 }  // namespace
 
+// buf: the dense block's (N, C, H, W) buffer; the layer reads its first `channels`
+// channels and writes the next growth = conv_weight.size(0).
+//   index, norm, eps, act: the LGC's input channels, BN and activation;
+//   weight, groups: its grouped 1x1 conv, (groups * out_per_group, in_per_group, 1, 1);
+//   norm_2, eps_2, act_2: conv_2's BN and activation (over the shuffled 1x1 outputs);
+//   conv_weight: conv_2's grouped 3x3 conv (stride 1, padding 1, `groups` groups).
 void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
-               const at::Tensor& scale, const at::Tensor& shift, int64_t act,
-               const at::Tensor& mats, const at::Tensor& bias, int64_t act2,
+               const std::vector<at::Tensor>& norm, double eps, int64_t act,
+               const at::Tensor& weight, int64_t groups,
+               const std::vector<at::Tensor>& norm_2, double eps_2, int64_t act_2,
                const at::Tensor& conv_weight) {
   constexpr const char* op = "lgc_conv_";
-  check_float(mats, op, "mats", 3);
-  check_float(bias, op, "bias", 2);
-  check_float(scale, op, "scale", 1);
-  check_float(shift, op, "shift", 1);
-  check_float(conv_weight, op, "conv_weight", 4);
-  const int64_t groups = mats.size(0), po = mats.size(1), pi = mats.size(2);
-  const int64_t nsel = index.numel(), c4 = groups * po;
+  check_weight(weight, op, "weight", 1);
+  check_weight(conv_weight, op, "conv_weight", 3);
+  const int64_t c4 = weight.size(0), pi = weight.size(1);
+  check_groups(groups, c4, op, "1x1 conv outputs");
+  const int64_t po = c4 / groups, nsel = index.numel();
   const int64_t growth = conv_weight.size(0), cin = conv_weight.size(1);
   check_buffer(buf, channels, growth, op);
   check_index(index, channels, op);
-  TORCH_CHECK(nsel == groups * pi && scale.numel() == nsel && shift.numel() == nsel, op,
-              ": index (", nsel, "), scale (", scale.numel(), ") and shift (",
-              shift.numel(), ") must have groups * in_per_group = ", groups * pi, " entries");
-  TORCH_CHECK(bias.size(0) == groups && bias.size(1) == po, op, ": bias must be (",
-              groups, ", ", po, "), got ", bias.sizes());
-  TORCH_CHECK(growth % groups == 0 && cin * groups == c4 && conv_weight.size(2) == 3 &&
-                  conv_weight.size(3) == 3,
-              op, ": conv_weight ", conv_weight.sizes(), " is not a 3x3 conv with ", groups,
-              " groups over ", c4, " channels");
+  TORCH_CHECK(nsel == groups * pi, op, ": index has ", nsel, " entries, the 1x1 conv ",
+              "reads groups * in_per_group = ", groups * pi);
+  const ChannelAffine bn = eval_batch_norm(norm, eps, nsel, op, "norm");
+  const ChannelAffine bn_2 = eval_batch_norm(norm_2, eps_2, c4, op, "norm_2");
+  TORCH_CHECK(growth % groups == 0 && cin * groups == c4, op, ": conv_weight ",
+              conv_weight.sizes(), " is not a 3x3 conv with ", groups, " groups over ", c4,
+              " channels");
   with_act(act, op, [](auto) {});
-  with_act(act2, op, [](auto) {});
+  with_act(act_2, op, [](auto) {});
+  const int64_t n = buf.size(0), c_all = buf.size(1), h = buf.size(2), w = buf.size(3);
+  if (n == 0 || h == 0 || w == 0) return;  // nothing to write
+  // conv_2's BN in the order of the 1x1 conv's filters: filter k of group g is channel
+  // k * groups + g after the shuffle.
+  std::vector<float> scale_2(c4), shift_2(c4);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t k = 0; k < po; ++k) {
+      scale_2[g * po + k] = bn_2.scale[k * groups + g];
+      shift_2[g * po + k] = bn_2.shift[k * groups + g];
+    }
 
-  // The kernels of this call: gather + BN + act, 1x1 conv (+ bias + act), 3x3 conv.
+  // The kernels of this call: gather + BN + act, 1x1 conv (+ BN_2 + act_2), 3x3 conv.
   const bool avx2 = cpu_has_avx2();
   using PackFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, float, float);
-  using GemmFn = void (*)(const float*, int64_t, int64_t, const float*, const float*, int64_t,
-                          float*, int64_t, int64_t);
+  using GemmFn = void (*)(const float*, int64_t, int64_t, const float*, const float*,
+                          const float*, int64_t, float*, int64_t, int64_t);
   using ConvFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t,
                           float*, int64_t, int64_t, int64_t);
   PackFn pack = nullptr;
@@ -199,7 +267,7 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
   with_block(po, false, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
     gemm_chunk = 8 * XV;
-    with_act(act2, op, [&](auto a) {
+    with_act(act_2, op, [&](auto a) {
       gemm = avx2 ? &kernels_avx2::pointwise_group<OB, XV, decltype(a)::value>
                   : &kernels_generic::pointwise_group<OB, XV, decltype(a)::value>;
     });
@@ -210,7 +278,6 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
     conv = avx2 ? &kernels_avx2::conv3x3_group<OB, XV> : &kernels_generic::conv3x3_group<OB, XV>;
   });
 
-  const int64_t n = buf.size(0), c_all = buf.size(1), h = buf.size(2), w = buf.size(3);
   const int64_t hw = h * w, wp = w + 2, oper = growth / groups;
   // Each task streams over a range of rows, `band` rows at a time. A window holds
   // band + 2 zero-padded rows of the 1x1 conv's c4 output channels: the band's rows
@@ -222,10 +289,9 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
   const int64_t out_stride = (band * wp + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
   const int64_t tasks = std::min<int64_t>(at::get_num_threads(), (h + band - 1) / band);
   const int64_t* idx = index.data_ptr<int64_t>();
-  const float* sc = scale.data_ptr<float>();
-  const float* sh = shift.data_ptr<float>();
-  const float* mw = mats.data_ptr<float>();
-  const float* bs = bias.data_ptr<float>();
+  const float* sc = bn.scale.data();
+  const float* sh = bn.shift.data();
+  const float* mw = weight.data_ptr<float>();
   const float* cw = conv_weight.data_ptr<float>();
 
   for (int64_t b = 0; b < n; ++b) {
@@ -234,9 +300,10 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
       float* win = workspace.get(1, c4 * win_plane);
       float* out = workspace.get(2, growth * out_stride);
       // Image rows [row, row + rows) into window rows slot, slot + 1, ...: per group,
-      // act(BN(x[index])) packed into a tile, then the 1x1 conv over the tile into the
-      // window row of each filter's shuffled channel (filter k of group g is channel
-      // k * groups + g). Rows outside the image and the padding columns become 0.
+      // act(BN(x[index])) packed into a tile, then the 1x1 conv + BN_2 + act_2 over the
+      // tile into the window row of each filter's shuffled channel (filter k of group g
+      // is channel k * groups + g). Rows outside the image and the padding columns
+      // become 0.
       auto conv1x1_rows = [&](int64_t slot, int64_t row, int64_t rows) {
         const int64_t lo = std::max<int64_t>(row, 0), hi = std::min(h, row + rows);
         if (lo < hi) {
@@ -248,8 +315,8 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
               const int64_t j = g * pi + t;
               pack(tile + t * len, img + idx[j] * hw + lo * w, hi - lo, w, len, sc[j], sh[j]);
             }
-            gemm(tile, len, pi, mw + g * po * pi, bs + g * po, po, dst + g * win_plane,
-                 groups * win_plane, len);
+            gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
+                 shift_2.data() + g * po, po, dst + g * win_plane, groups * win_plane, len);
           }
         }
         for (int64_t c = 0; c < c4; ++c)
@@ -291,32 +358,38 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
   }
 }
 
-void sfr_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& scale,
-          const at::Tensor& shift, int64_t act, const at::Tensor& mats,
-          const at::Tensor& index) {
+// buf: as for lgc_conv_; the layer's `growth` new channels follow its `channels` old
+// ones. norm, eps, act: the SFR's BN and activation over the new channels; weight,
+// groups: its grouped 1x1 conv, (groups * out_per_group, growth / groups, 1, 1), whose
+// output j adds into old channel index[j].
+void sfr_(at::Tensor buf, int64_t channels, int64_t growth,
+          const std::vector<at::Tensor>& norm, double eps, int64_t act,
+          const at::Tensor& weight, int64_t groups, const at::Tensor& index) {
   constexpr const char* op = "sfr_";
   check_buffer(buf, channels, growth, op);
-  check_float(scale, op, "scale", 1);
-  check_float(shift, op, "shift", 1);
-  check_float(mats, op, "mats", 3);
+  check_weight(weight, op, "weight", 1);
   check_index(index, channels, op);
-  const int64_t groups = mats.size(0), pj = mats.size(1), pm = mats.size(2);
+  check_groups(groups, growth, op, "new channels");
+  check_groups(groups, weight.size(0), op, "1x1 conv outputs");
+  const int64_t pj = weight.size(0) / groups, pm = weight.size(1);
   const int64_t nre = index.numel();
-  TORCH_CHECK(scale.numel() == growth && shift.numel() == growth, op, ": scale and shift ",
-              "must have growth = ", growth, " entries");
-  TORCH_CHECK(groups * pm == growth && groups * pj == nre, op, ": mats ", mats.sizes(),
-              " does not map ", growth, " new channels to ", nre, " indexed channels");
+  TORCH_CHECK(groups * pm == growth && weight.size(0) == nre, op, ": weight ",
+              weight.sizes(), " with ", groups, " groups does not map ", growth,
+              " new channels to ", nre, " indexed channels");
+  const ChannelAffine bn = eval_batch_norm(norm, eps, growth, op, "norm");
   with_act(act, op, [](auto) {});
+  if (buf.numel() == 0) return;  // nothing to update
 
   const bool avx2 = cpu_has_avx2();
   const int64_t n = buf.size(0), c_all = buf.size(1), hw = buf.size(2) * buf.size(3);
   const int64_t* idx = index.data_ptr<int64_t>();
-  const float* sc = scale.data_ptr<float>();
-  const float* sh = shift.data_ptr<float>();
-  const float* mw = mats.data_ptr<float>();
+  const float* sc = bn.scale.data();
+  const float* sh = bn.shift.data();
+  const float* mw = weight.data_ptr<float>();
   auto axpy4 = avx2 ? &kernels_avx2::axpy_block<4, 2> : &kernels_generic::axpy_block<4, 2>;
   auto axpy1 = avx2 ? &kernels_avx2::axpy_block<1, 2> : &kernels_generic::axpy_block<1, 2>;
-  const int64_t tile = balanced_tile(hw, std::min(kSfrTile, kPackFloats / growth));
+  const int64_t tile =
+      balanced_tile(hw, std::max<int64_t>(1, std::min(kSfrTile, kPackFloats / growth)));
   for (int64_t b = 0; b < n; ++b) {
     float* img = buf.data_ptr<float>() + b * c_all * hw;
     // Per task (a range of positions): u = act(BN(new channels)) into a thread-local
@@ -380,6 +453,7 @@ void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
   TORCH_CHECK(gate == 0 || gate == 1, op, ": gate code must be 0 (sigmoid) or 1 ",
               "(hard-sigmoid), got ", gate);
   const int64_t n = buf.size(0), c_all = buf.size(1), hw = buf.size(2) * buf.size(3);
+  if (n == 0 || hw == 0) return;  // nothing to scale
   const float* pw1 = w1.data_ptr<float>();
   const float* pw2 = w2.data_ptr<float>();
   std::vector<float> pooled(growth), mid(hidden), scale(growth);
@@ -395,7 +469,7 @@ void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
     for (int64_t j = 0; j < hidden; ++j) {
       float acc = bias1 ? bias1[j] : 0.f;
       for (int64_t c = 0; c < growth; ++c) acc += pw1[j * growth + c] * pooled[c];
-      mid[j] = acc > 0.f ? acc : 0.f;
+      mid[j] = acc < 0.f ? 0.f : acc;  // ReLU; NaN propagates as in torch
     }
     for (int64_t c = 0; c < growth; ++c) {
       float acc = bias2 ? bias2[c] : 0.f;
@@ -421,6 +495,7 @@ void avg_pool2x2_(at::Tensor out, const at::Tensor& x) {
   TORCH_CHECK(out.size(0) == n && out.size(1) == c && out.size(2) == ho && out.size(3) == wo,
               op, ": out must be (", n, ", ", c, ", ", ho, ", ", wo, ") for x ", x.sizes(),
               ", got ", out.sizes());
+  if (out.numel() == 0) return;  // nothing to write (an empty tensor's strides are moot)
   TORCH_CHECK(out.stride(3) == 1 && out.stride(2) == wo && out.stride(1) == ho * wo, op,
               ": out's planes must be contiguous (e.g. a channel slice of an NCHW buffer), "
               "got strides ", out.strides());
@@ -466,9 +541,20 @@ bool set_avx2(bool on) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused inference kernels of deploy-form CondenseNetV2 dense layers (CPU).";
+  // The version of the entry points' arguments, checked by mmsfr/models/layers/native.py
+  // (2: BatchNorms as their own tensors, conv weights as stored).
+  m.attr("API_VERSION") = 2;
   m.def("lgc_conv_", &lgc_conv_,
-        "LGC + grouped 3x3 conv of one dense layer, written into buf[:, channels:]");
-  m.def("sfr_", &sfr_, "SFR of one dense layer, added into buf[:, :channels]");
+        "LGC + BN + act + grouped 3x3 conv of one dense layer, written into "
+        "buf[:, channels:]; each BN given as [weight, bias, running_mean, running_var]",
+        py::arg("buf"), py::arg("channels"), py::arg("index"), py::arg("norm"),
+        py::arg("eps"), py::arg("act"), py::arg("weight"), py::arg("groups"),
+        py::arg("norm_2"), py::arg("eps_2"), py::arg("act_2"), py::arg("conv_weight"));
+  m.def("sfr_", &sfr_, "SFR of one dense layer, added into buf[:, :channels]; the BN "
+        "given as [weight, bias, running_mean, running_var]",
+        py::arg("buf"), py::arg("channels"), py::arg("growth"), py::arg("norm"),
+        py::arg("eps"), py::arg("act"), py::arg("weight"), py::arg("groups"),
+        py::arg("index"));
   m.def("se_", &se_, "Squeeze-excite (Linear form) of buf[:, channels:channels + growth], "
         "in place");
   m.def("avg_pool2x2_", &avg_pool2x2_, "2x2 average pooling, stride 2, of x into out "

@@ -13,9 +13,11 @@ static inline vec8 splat8(float v) { return vec8{v, v, v, v, v, v, v, v}; }
 
 // Activation codes: 0 identity, 1 ReLU, 2 hard-swish (x * relu6(x + 3) / 6; the
 // division is a multiplication by 1 / 6, which differs from torch's by at most an ulp).
+// NaN propagates as in torch: ReLU keeps it (only values below 0 become 0), and the
+// clamps of hard-swish pass it on.
 template <int ACT>
 static inline float activate(float v) {
-  if (ACT == 1) return v > 0.f ? v : 0.f;
+  if (ACT == 1) return v < 0.f ? 0.f : v;
   if (ACT == 2) {
     float t = v + 3.f;
     t = t < 0.f ? 0.f : (t > 6.f ? 6.f : t);
@@ -26,7 +28,7 @@ static inline float activate(float v) {
 
 template <int ACT>
 static inline vec8 activate8(vec8 v) {
-  if (ACT == 1) return v > 0.f ? v : splat8(0.f);
+  if (ACT == 1) return v < 0.f ? splat8(0.f) : v;
   if (ACT == 2) {
     vec8 t = v + 3.f;
     t = t < 0.f ? splat8(0.f) : t;
@@ -59,16 +61,17 @@ static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int
   for (int64_t q = rows * wp; q < n; ++q) dst[q] = 0.f;
 }
 
-// OB outputs x 8 * XV positions of a 1x1 conv with bias and activation:
-// out[o][q] = act(bias[o] + sum_t w[o * cin + t] * in[t * istride + q]); output o is
-// `ostride` floats after output o - 1.
+// OB outputs x 8 * XV positions of a 1x1 conv followed by a per-output affine map (an
+// eval-mode BN) and an activation:
+// out[o][q] = act((sum_t w[o * cin + t] * in[t * istride + q]) * a[o] + b[o]); output o
+// is `ostride` floats after output o - 1.
 template <int OB, int XV, int ACT>
 static inline void pointwise_block(const float* in, int64_t istride, int64_t cin,
-                                   const float* w, const float* bias, float* out,
-                                   int64_t ostride, int64_t q0) {
+                                   const float* w, const float* a, const float* b,
+                                   float* out, int64_t ostride, int64_t q0) {
   vec8 acc[OB][XV];
   for (int o = 0; o < OB; ++o)
-    for (int v = 0; v < XV; ++v) acc[o][v] = splat8(bias[o]);
+    for (int v = 0; v < XV; ++v) acc[o][v] = splat8(0.f);
   for (int64_t t = 0; t < cin; ++t) {
     const float* s = in + t * istride + q0;
     vec8 src[XV];
@@ -78,20 +81,23 @@ static inline void pointwise_block(const float* in, int64_t istride, int64_t cin
       for (int v = 0; v < XV; ++v) acc[o][v] += wv * src[v];
     }
   }
-  for (int o = 0; o < OB; ++o)
-    for (int v = 0; v < XV; ++v) store8(out + o * ostride + q0 + 8 * v, activate8<ACT>(acc[o][v]));
+  for (int o = 0; o < OB; ++o) {
+    const vec8 av = splat8(a[o]), bv = splat8(b[o]);
+    for (int v = 0; v < XV; ++v)
+      store8(out + o * ostride + q0 + 8 * v, activate8<ACT>(acc[o][v] * av + bv));
+  }
 }
 
-// All `cout` outputs (a multiple of OB) of a 1x1 conv over positions [0, n), a multiple
-// of 8 * XV, of `cin` input rows `istride` floats apart.
+// All `cout` outputs (a multiple of OB) of a 1x1 conv + affine + act over positions
+// [0, n), a multiple of 8 * XV, of `cin` input rows `istride` floats apart.
 template <int OB, int XV, int ACT>
 static void pointwise_group(const float* in, int64_t istride, int64_t cin, const float* w,
-                            const float* bias, int64_t cout, float* out, int64_t ostride,
-                            int64_t n) {
+                            const float* a, const float* b, int64_t cout, float* out,
+                            int64_t ostride, int64_t n) {
   for (int64_t q0 = 0; q0 < n; q0 += 8 * XV)
     for (int64_t o = 0; o + OB <= cout; o += OB)
-      pointwise_block<OB, XV, ACT>(in, istride, cin, w + o * cin, bias + o, out + o * ostride,
-                                   ostride, q0);
+      pointwise_block<OB, XV, ACT>(in, istride, cin, w + o * cin, a + o, b + o,
+                                   out + o * ostride, ostride, q0);
 }
 
 // OB outputs x 8 * XV flat positions of a 3x3, stride-1 convolution over zero-padded

@@ -25,11 +25,11 @@ def check_versions(installed: dict[str, str | None] | None = None) -> None:
             when omitted.
 
     Example:
-        >>> check_versions({'mmcv': '2.0.1', 'torch': '2.14.1', 'mmengine': '0.10.7',
+        >>> check_versions({'mmcv': '2.2.0', 'torch': '2.14.1', 'mmengine': '0.10.7',
         ...                 'mmdet': '3.3.0', 'mmpretrain': '1.2.0'})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ImportError: mmsfr needs ... mmcv 2.0.1 (need >=2.1.0, <2.2.0). Required: ...
+        ImportError: mmsfr needs ... mmcv 2.2.0 (need >=2.0.0, <2.2.0). Required: ...
     """
     if installed is None:
         installed = {name: installed_version(name) for name in REQUIRED_VERSIONS}

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import randomise_bn
 from mmsfr.models import CondenseNetV2
@@ -61,7 +62,8 @@ def test_native_forward_equals_pytorch_path_and_masked_form(isa, arch, shape):
     plain = forward(model, x, False)
     with torch.no_grad():
         ref = masked(x)
-    assert model.blocks[-1][-1].inference_plan().native_lgc is not None  # kernels applied
+    layer = model.blocks[-1][-1]
+    assert native_arguments(layer, torch.empty(1)) is not None  # kernels applied
     for a, b, r in zip(fused, plain, ref):
         assert a.shape == b.shape == r.shape
         assert rel_diff(a, b) < 1e-5
@@ -120,15 +122,22 @@ def test_native_kernels_switch_is_scoped():
     assert native.native_enabled()
 
 
-def test_plans_the_kernels_do_not_implement_use_the_pytorch_path():
+def test_layers_the_kernels_do_not_implement_use_the_pytorch_path():
     model, masked = deploy_model('a')
     layer = model.blocks[2][0]
-    plan = layer.inference_plan()
-    assert native.activation_code(torch.sigmoid) is None
-    assert native_arguments(plan._replace(act_2=torch.sigmoid), layer.conv_2.conv) == dict(
-        native_lgc=None, native_sfr=None)
+    buf = torch.empty(1)
+    assert native_arguments(layer, buf) is not None
+    assert native.activation_code(nn.Sigmoid()) is None
+    act = layer.conv_2.act
+    layer.conv_2.act = nn.Sigmoid()
+    assert native_arguments(layer, buf) is None
+    layer.conv_2.act = act
+    layer.sfr.norm.train()  # batch statistics: the kernels apply running ones only
+    assert native_arguments(layer, buf) is None
+    layer.sfr.norm.eval()
+    assert native_arguments(layer, buf.double()) is None
     model.double()
-    assert layer.inference_plan().native_lgc is None  # float64: not for the kernels
+    assert native_arguments(layer, buf) is None  # float64 weights: not for the kernels
     x = torch.rand(1, 3, 40, 40, dtype=torch.float64)
     with torch.no_grad():
         ref = masked.double()(x)
@@ -136,43 +145,67 @@ def test_plans_the_kernels_do_not_implement_use_the_pytorch_path():
         assert rel_diff(a, r) < 1e-10
 
 
-def lgc_args(model):
+def kernel_call(model):
+    """A deploy layer with SFR, a buffer and the kernels' arguments for it."""
     layer = model.blocks[2][1]
-    plan = layer.inference_plan()
     channels = layer.conv_1.in_channels
     buf = torch.rand(1, channels + layer.growth, 6, 5)
-    return layer, plan, buf, channels
+    return layer, buf, channels, native_arguments(layer, buf)
+
+
+def test_kernels_take_the_modules_tensors_as_stored():
+    model, _ = deploy_model('a')
+    layer, buf, channels, args = kernel_call(model)
+    lgc, conv_2, sfr = layer.conv_1, layer.conv_2, layer.sfr
+    index, norm, eps, act, weight, groups, norm_2, eps_2, act_2, conv_weight = args.lgc
+    assert index is lgc.index and weight is lgc.conv.weight and groups == lgc.groups
+    assert conv_weight is conv_2.conv.weight and (act, act_2) == (2, 2)  # hard-swish
+    for given, bn in ((norm, lgc.norm), (norm_2, conv_2.norm), (args.sfr[0], sfr.norm)):
+        assert [t.data_ptr() for t in given] == [
+            t.data_ptr() for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)]
+    assert (eps, eps_2) == (lgc.norm.eps, conv_2.norm.eps)
+    assert args.sfr[3] is sfr.conv.weight and args.sfr[5] is sfr.index
 
 
 def test_kernels_reject_bad_inputs_with_the_bad_value():
     model, _ = deploy_model('a')
-    layer, plan, buf, channels = lgc_args(model)
+    layer, buf, channels, args = kernel_call(model)
     ext = native.native_ops()
-    scale, shift, act, mats, bias, act2, weight = plan.native_lgc
-    ext.lgc_conv_(buf, channels, plan.index, *plan.native_lgc)  # valid: runs
+    index, norm, eps, act, weight, groups, norm_2, eps_2, act_2, conv_weight = args.lgc
+    ext.lgc_conv_(buf, channels, *args.lgc)  # valid: runs
     with pytest.raises(RuntimeError, match='float32 CPU tensor, got Double'):
-        ext.lgc_conv_(buf.double(), channels, plan.index, *plan.native_lgc)
+        ext.lgc_conv_(buf.double(), channels, *args.lgc)
     with pytest.raises(RuntimeError, match='not contiguous'):
-        ext.lgc_conv_(buf.transpose(2, 3), channels, plan.index, *plan.native_lgc)
-    bad_index = plan.index.clone()
+        ext.lgc_conv_(buf.transpose(2, 3), channels, *args.lgc)
+    bad_index = index.clone()
     bad_index[0] = channels + 1
     with pytest.raises(RuntimeError, match=f'index {channels + 1} is outside'):
-        ext.lgc_conv_(buf, channels, bad_index, *plan.native_lgc)
+        ext.lgc_conv_(buf, channels, bad_index, *args.lgc[1:])
     with pytest.raises(RuntimeError, match=r'must be 0 \(identity\), 1 \(ReLU\) or 2 '
                                            r'\(hard-swish\), got 7'):
-        ext.lgc_conv_(buf, channels, plan.index, scale, shift, 7, mats, bias, act2, weight)
+        ext.lgc_conv_(buf, channels, index, norm, eps, 7, *args.lgc[4:])
     with pytest.raises(RuntimeError, match='exceed the buffer'):
-        ext.lgc_conv_(buf[:, :channels].contiguous(), channels, plan.index, *plan.native_lgc)
-    with pytest.raises(RuntimeError, match='is not a 3x3 conv'):
-        ext.lgc_conv_(buf, channels, plan.index, scale, shift, act, mats, bias, act2,
-                      weight[:, :, :1, :1].contiguous())
-    sfr_scale, sfr_shift, sfr_act, sfr_mats = plan.native_sfr
+        ext.lgc_conv_(buf[:, :channels].contiguous(), channels, *args.lgc)
+    with pytest.raises(RuntimeError, match='conv_weight must be a non-empty 3x3 conv weight'):
+        ext.lgc_conv_(buf, channels, *args.lgc[:-1], conv_weight[:, :, :1, :1].contiguous())
+    with pytest.raises(RuntimeError, match='groups 0 must be positive'):
+        ext.lgc_conv_(buf, channels, index, norm, eps, act, weight, 0, *args.lgc[6:])
+    with pytest.raises(RuntimeError, match='groups 3 must be positive and divide'):
+        ext.lgc_conv_(buf, channels, index, norm, eps, act, weight, 3, *args.lgc[6:])
+    with pytest.raises(RuntimeError, match='norm_2 running_var must have'):
+        ext.lgc_conv_(buf, channels, *args.lgc[:6], [*norm_2[:3], norm_2[3][1:]],
+                      *args.lgc[7:])
+    with pytest.raises(RuntimeError, match=r'norm must be 4 tensors \(weight, bias, '
+                                           r'running_mean, running_var\), got 3'):
+        ext.lgc_conv_(buf, channels, index, norm[:3], *args.lgc[2:])
+    sfr_norm, sfr_eps, sfr_act, sfr_weight, sfr_groups, sfr_index = args.sfr
     with pytest.raises(RuntimeError, match='does not map'):
-        ext.sfr_(buf, channels, layer.growth, sfr_scale, sfr_shift, sfr_act,
-                 sfr_mats[:, :-1].contiguous(), plan.sfr_index)
+        ext.sfr_(buf, channels, layer.growth, sfr_norm, sfr_eps, sfr_act,
+                 sfr_weight[:-sfr_groups].contiguous(), sfr_groups, sfr_index)
     with pytest.raises(RuntimeError, match='index -1 is outside'):
-        ext.sfr_(buf, channels, layer.growth, *plan.native_sfr,
-                 torch.full_like(plan.sfr_index, -1))
+        ext.sfr_(buf, channels, layer.growth, *args.sfr[:5], torch.full_like(sfr_index, -1))
+    with pytest.raises(RuntimeError, match='norm weight must be a contiguous float32'):
+        ext.sfr_(buf, channels, layer.growth, [t.double() for t in sfr_norm], *args.sfr[1:])
 
 
 @pytest.mark.parametrize('gate', ['sigmoid', 'hsigmoid'])

@@ -35,6 +35,15 @@ def test_an_extension_that_fails_to_load_warns(monkeypatch):
     assert ext is None and 'undefined symbol' in status
 
 
+def test_an_extension_with_the_previous_kernel_arguments_is_not_used(monkeypatch):
+    # Same function names, but the kernels took pre-folded BN scales and GEMM matrices.
+    old = types.SimpleNamespace(**{name: None for name in native.REQUIRED})
+    with pytest.warns(UserWarning, match='kernel arguments of version 1, this mmsfr needs 2'):
+        ext, status = load_with(monkeypatch, old)
+    assert ext is None and status.startswith('out of date')
+
+
 def test_a_complete_extension_is_used(monkeypatch):
-    full = types.SimpleNamespace(**{name: None for name in native.REQUIRED})
+    full = types.SimpleNamespace(API_VERSION=native.API_VERSION,
+                                 **{name: None for name in native.REQUIRED})
     assert load_with(monkeypatch, full) == (full, 'built')

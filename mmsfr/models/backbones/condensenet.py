@@ -8,9 +8,9 @@ from its new features adds into the old ones (SFR). Blocks are separated by a pl
 from __future__ import annotations
 
 import copy
-import operator
 import re
-from typing import Callable, NamedTuple, Sequence
+from types import ModuleType
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.utils.checkpoint as cp
@@ -19,17 +19,8 @@ from torch import nn
 
 from .base import FreezableBackbone, resolve_out_indices
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
-                      SqueezeExcitation, avg_pool2x2, convert_to_deploy, grouped_conv2d,
-                      inference_fast_path)
-from ..layers.condense import (affine_act_, channel_affine, eval_affine,
-                               index_add_channels_, inplace_activation)
-from ..layers.fuse import fold_affine
-from ..layers.grouped_conv import gemm_start, grouped_gemm_into
+                      SqueezeExcitation, avg_pool2x2, convert_to_deploy, inference_fast_path)
 from ..layers.native import activation_code, native_ops, se_arguments
-
-
-_data_ptr = torch.Tensor.data_ptr
-_version = operator.attrgetter('_version')
 
 
 class DenseLayer(nn.Module):
@@ -78,142 +69,47 @@ class DenseLayer(nn.Module):
 
         The first ``channels`` channels of ``out`` are the layer's input: the layer
         reactivates them in place (SFR) and writes its ``k`` new features into the next
-        ``k`` channels. The deploy LGC gathers its inputs from the whole, contiguous
-        buffer by index (a channel slice of a batch is not contiguous and would be
-        copied first), and ``conv_2``'s BN is folded into the LGC's GEMM (one pass less
-        over ``4k`` channels). Runs the functional path when no
-        :meth:`inference_plan` applies, and the fused C++ kernels of
-        :mod:`~mmsfr.models.layers.native` when they are built and the plan fits them
-        (float32 on CPU, activations they implement).
+        ``k`` channels. A deploy layer runs the fused C++ kernels of
+        :mod:`~mmsfr.models.layers.native` when they are on and implement it as it is
+        now (:func:`native_arguments`); otherwise its modules run, writing the new
+        features straight into their slice of ``out``. Either way every call reads the
+        current parameters and buffers: nothing derived from them is kept between
+        calls.
         """
-        plan = self.inference_plan()
-        ops = None if plan is None or plan.native_lgc is None else native_ops()
-        if ops is not None and out.dtype == torch.float32 and out.device.type == 'cpu':
-            self._write_native_(ops, plan, out, channels)
-            return
-        if plan is None:
-            old = out[:, :channels]
-            new = self.new_features(old)
-            if self.sfr is not None:
-                self.sfr.reactivate_(new, old)
-            out[:, channels:channels + self.growth] = new
-            return
-        z = affine_act_(out.index_select(1, plan.index), *plan.norm, plan.act, owned=True)
-        n, _, h, w = z.shape
-        y = grouped_gemm_into(z.new_empty(n, plan.mats.shape[0] * plan.mats.shape[1], h, w),
-                              plan.mats, z, shuffle_output=True, start=plan.start)
-        # The new features go straight into their slice of the buffer.
-        new = out[:, channels:channels + self.growth]
-        se = self._modules.get('se')
+        ops = native_ops()
+        if ops is not None:
+            args = native_arguments(self, out)
+            if args is not None:
+                self._write_native_(ops, args, out, channels)
+                return
+        mods = self._modules
+        lgc, conv_2, se, sfr = mods['conv_1'], mods['conv_2'], mods.get('se'), mods.get('sfr')
+        old, new = out[:, :channels], out[:, channels:channels + self.growth]
+        # The deploy LGC gathers its inputs (all below `channels`) by index from the
+        # whole buffer, which is contiguous where a channel slice of a batch is not.
+        y = lgc(out if lgc.deploy else old)
         if se is None:
-            grouped_conv2d(plan.act_2(y), plan.conv_weight, 1, 1, plan.groups, out=new)
+            conv_2(y, owned=True, out=new)
         else:
-            raw = grouped_conv2d(plan.act_2(y), plan.conv_weight, 1, 1, plan.groups)
+            raw = conv_2(y, owned=True)
             torch.mul(raw, se.excitation(raw), out=new)
-        if plan.sfr_mats is not None:
-            u = affine_act_(new, *plan.sfr_norm, plan.sfr_act)
-            update = grouped_gemm_into(u.new_empty(n, plan.sfr_index.shape[0], h, w),
-                                       plan.sfr_mats, u, strided_input=True)
-            index_add_channels_(out[:, :channels], plan.sfr_index, update)
+        if sfr is not None:
+            sfr.reactivate_(new, old)
 
-    def _write_native_(self, ops, plan: 'InferencePlan', out: torch.Tensor,
+    def _write_native_(self, ops: ModuleType, args: 'NativeArguments', out: torch.Tensor,
                        channels: int) -> None:
         """:meth:`write_features_` through the C++ kernels (``ops``)."""
-        ops.lgc_conv_(out, channels, plan.index, *plan.native_lgc)
+        ops.lgc_conv_(out, channels, *args.lgc)
         se = self._modules.get('se')
         if se is not None:
-            args = se_arguments(se)
-            if args is None:
+            se_args = se_arguments(se)
+            if se_args is None:
                 new = out[:, channels:channels + self.growth]
                 new.mul_(se.excitation(new))
             else:
-                ops.se_(out, channels, self.growth, *args)
-        if plan.native_sfr is not None:
-            ops.sfr_(out, channels, self.growth, *plan.native_sfr, plan.sfr_index)
-
-    def _plan_sources(self) -> tuple[tuple[torch.Tensor, ...], tuple[float, ...]] | None:
-        """The tensors an :class:`InferencePlan` is made of and the ``eps`` of its BNs,
-        or None if no plan applies (an LGC or SFR not in deploy form, a BN in training
-        mode).
-
-        Read from the module registries: at one call per layer and forward,
-        ``nn.Module`` attribute lookups would cost more than the check they serve.
-        """
-        mods = self._modules
-        lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
-        parts = (lgc, conv_2) if sfr is None else (lgc, conv_2, sfr)
-        if not (lgc.deploy and lgc.kernel_size == 1) or sfr is not None and not (
-                sfr.deploy and sfr.kernel_size == 1):
-            return None
-        sources: list[torch.Tensor] = []
-        eps = []
-        for part in parts:
-            norm = part._modules['norm']
-            params, buffers = norm._parameters, norm._buffers
-            if norm.training or buffers['running_var'] is None:
-                return None
-            sources += (params['weight'], params['bias'], buffers['running_mean'],
-                        buffers['running_var'], part._modules['conv']._parameters['weight'])
-            eps.append(norm.eps)
-            index = part._buffers.get('index')
-            if index is not None:
-                sources.append(index)
-        return tuple(sources), tuple(eps)
-
-    def inference_plan(self) -> 'InferencePlan | None':
-        """What :meth:`write_features_` applies, resolved once and cached.
-
-        The cache is reused while every source tensor is the same object with the same
-        storage and version counter (in-place updates and ``load_state_dict`` bump the
-        counter; ``.to()`` moves the storage) and every BN keeps its ``eps``. Returns
-        None when no plan applies (see :meth:`_plan_sources`).
-        """
-        found = self._plan_sources()
-        if found is None:
-            return None
-        sources, eps = found
-        try:
-            key = (*map(_data_ptr, sources), *map(_version, sources), *eps)
-        except RuntimeError:  # inference tensors keep no version counter: no caching
-            key = None
-        plan = self.__dict__.get('_inference_plan')
-        if (key is not None and plan is not None and plan.key == key
-                and all(map(operator.is_, plan.sources, sources))):
-            return plan
-        mods = self._modules
-        lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
-        with torch.no_grad():
-            weight, shift = self.lgc_with_norm()
-            g = lgc.groups
-            sfr_parts = (None, None, None, None)
-            if sfr is not None:
-                w = sfr.conv.weight
-                sfr_parts = (channel_affine(sfr.norm), inplace_activation(sfr.act),
-                             w.reshape(sfr.groups, w.shape[0] // sfr.groups, w.shape[1]),
-                             sfr.index)
-            plan = InferencePlan(
-                sources, key, lgc.index, channel_affine(lgc.norm), inplace_activation(lgc.act),
-                weight.reshape(g, weight.shape[0] // g, -1), gemm_start(shift, g, True),
-                inplace_activation(conv_2.act), conv_2.conv.weight, conv_2.conv.groups,
-                *sfr_parts, None, None)
-            plan = plan._replace(**native_arguments(plan, conv_2.conv))
-        self.__dict__['_inference_plan'] = plan
-        return plan
-
-    def lgc_with_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The deploy LGC's weight and a bias with ``conv_2``'s eval-mode BN folded in.
-
-        In eval mode ``grouped_pointwise(z, weight, G, shuffle_output=True, bias=bias)``
-        equals ``conv_2.norm(channel_shuffle(conv_1.conv(z), G))``.
-        """
-        lgc = self.conv_1
-        scale, shift = eval_affine(self.conv_2.norm)
-        g = lgc.groups
-        # Filter g * O + o of the grouped conv becomes channel o * G + g.
-        filters = torch.arange(lgc.out_channels, device=scale.device)
-        channel = filters % (lgc.out_channels // g) * g + filters // (lgc.out_channels // g)
-        weight, _ = fold_affine(lgc.conv.weight, None, scale[channel], shift)
-        return weight, shift.detach()
+                ops.se_(out, channels, self.growth, *se_args)
+        if args.sfr is not None:
+            ops.sfr_(out, channels, self.growth, *args.sfr)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         new = self.new_features(x)
@@ -226,67 +122,85 @@ class DenseLayer(nn.Module):
         return self._forward(x)
 
 
-class InferencePlan(NamedTuple):
-    """The tensors and functions one deploy :class:`DenseLayer` applies in inference
-    (:meth:`DenseLayer.inference_plan`): the LGC's index and BN (as the per-channel
-    scale and shift of :func:`~mmsfr.models.layers.condense.channel_affine`), its GEMM
-    matrices with ``conv_2``'s BN folded in, ``conv_2``'s grouped 3x3 weight and the
-    SFR's BN (scale and shift), GEMM matrices and index; ``native_lgc`` /
-    ``native_sfr`` hold the same as the C++ kernels take them (:func:`native_arguments`).
+class NativeArguments(NamedTuple):
+    """The arguments of the C++ kernels for one deploy :class:`DenseLayer`, built by
+    :func:`native_arguments` from the layer's current tensors for one call.
+
+    Attributes:
+        lgc: ``lgc_conv_``'s arguments after the buffer and channel count: the LGC's
+            index, BN (``[weight, bias, running_mean, running_var]``, eps), activation
+            code, 1x1 conv weight and groups, then ``conv_2``'s BN, eps, activation code
+            and 3x3 conv weight.
+        sfr: ``sfr_``'s arguments after the buffer, channel count and growth: the SFR's
+            BN, eps, activation code, 1x1 conv weight, groups and index; None without
+            an SFR.
+    """
+
+    lgc: tuple
+    sfr: tuple | None
+
+
+def native_arguments(layer: DenseLayer, out: torch.Tensor) -> NativeArguments | None:
+    """The C++ kernels' arguments for ``layer`` writing into the buffer ``out``, or None
+    when the kernels do not implement the layer as it is now.
+
+    The kernels take the modules' tensors as they are stored (conv weights in their
+    ``(out, in / groups, kh, kw)`` layout, each BN as its own four tensors and eps) and
+    derive the BN scales and shifts themselves, on every call; this function only
+    collects the tensors, in the one place that describes the kernels' arguments.
+    None when: a part is not in deploy form (or its conv is not 1x1), a BN normalises
+    with batch statistics (training mode) or has no affine parameters, a tensor or
+    ``out`` is not float32 on the CPU, ``conv_2`` is not a 3x3 / stride 1 / padding 1
+    conv, or an activation is not one the kernels implement
+    (:func:`~mmsfr.models.layers.native.activation_code`).
 
     Example:
-        >>> from mmsfr.models import CondenseNetV2, condense_model
-        >>> model = CondenseNetV2('a', out_indices=(0, )).eval()
-        >>> _ = condense_model(model, 1.0)
-        >>> model.switch_to_deploy()
-        >>> layer = model.blocks[2][0]
-        >>> plan = layer.inference_plan()
-        >>> plan.mats.shape[0] == layer.conv_1.groups, layer.inference_plan() is plan
+        >>> layer = DenseLayer(16, 8, 4, 4, 4, deploy=True).eval()
+        >>> args = native_arguments(layer, torch.empty(1, 24, 5, 5))
+        >>> args.lgc[0] is layer.conv_1.index, args.lgc[4] is layer.conv_1.conv.weight
         (True, True)
+        >>> native_arguments(layer.train(), torch.empty(1, 24, 5, 5)) is None
+        True
     """
+    if out.dtype != torch.float32 or not out.is_cpu:
+        return None
+    mods = layer._modules
+    lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
+    conv = conv_2._modules['conv']
+    if not (lgc.deploy and lgc.kernel_size == 1) or (
+            sfr is not None and not (sfr.deploy and sfr.kernel_size == 1)) or (
+            conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
+            or conv.dilation != (1, 1) or conv.groups != lgc.groups):
+        return None
+    units = [_kernel_unit(part) for part in (lgc, conv_2, sfr) if part is not None]
+    if any(unit is None for unit in units):
+        return None
+    (norm, eps, act, weight), (norm_2, eps_2, act_2, conv_weight) = units[:2]
+    lgc_args = (lgc._buffers['index'], norm, eps, act, weight, lgc.groups, norm_2, eps_2,
+                act_2, conv_weight)
+    sfr_args = None
+    if sfr is not None:
+        sfr_args = (*units[2], sfr.groups, sfr._buffers['index'])
+    return NativeArguments(lgc_args, sfr_args)
 
-    sources: tuple[torch.Tensor, ...]
-    key: tuple | None
-    index: torch.Tensor
-    norm: tuple[torch.Tensor, torch.Tensor]
-    act: Callable[[torch.Tensor], torch.Tensor]
-    mats: torch.Tensor
-    start: torch.Tensor
-    act_2: Callable[[torch.Tensor], torch.Tensor]
-    conv_weight: torch.Tensor
-    groups: int
-    sfr_norm: tuple[torch.Tensor, torch.Tensor] | None
-    sfr_act: Callable[[torch.Tensor], torch.Tensor] | None
-    sfr_mats: torch.Tensor | None
-    sfr_index: torch.Tensor | None
-    native_lgc: tuple | None
-    native_sfr: tuple | None
 
-
-def native_arguments(plan: InferencePlan, conv: nn.Conv2d) -> dict[str, tuple | None]:
-    """The arguments of the C++ kernels (``lgc_conv_`` and ``sfr_`` of
-    :mod:`~mmsfr.models.layers.native`) after the buffer and channel count, as the
-    ``native_lgc`` / ``native_sfr`` fields of ``plan``; both None if the kernels do not
-    implement the plan: not float32 on CPU, a conv other than 3x3 / stride 1 / padding 1,
-    or an activation they lack.
-    """
-    none = dict(native_lgc=None, native_sfr=None)
-    codes = [activation_code(plan.act), activation_code(plan.act_2)]
-    if plan.sfr_act is not None:
-        codes.append(activation_code(plan.sfr_act))
-    weight = plan.conv_weight
-    if (None in codes or weight.dtype != torch.float32 or weight.device.type != 'cpu'
-            or weight.shape[2:] != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
-            or conv.dilation != (1, 1)):
-        return none
-    flat = [t.reshape(-1).contiguous() for t in plan.norm]
-    lgc = (*flat, codes[0], plan.mats.contiguous(),
-           plan.start.reshape(plan.mats.shape[:2]).contiguous(), codes[1], weight.contiguous())
-    sfr = None
-    if plan.sfr_mats is not None:
-        sfr = (*(t.reshape(-1).contiguous() for t in plan.sfr_norm), codes[2],
-               plan.sfr_mats.contiguous())
-    return dict(native_lgc=lgc, native_sfr=sfr)
+def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch.Tensor] | None:
+    """``([bn weight, bias, running_mean, running_var], eps, activation code, conv
+    weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
+    or None if they cannot (see :func:`native_arguments`)."""
+    mods = part._modules
+    norm, act = mods['norm'], activation_code(mods['act'])
+    params, buffers = norm._parameters, norm._buffers
+    tensors = [params['weight'], params['bias'], buffers['running_mean'],
+               buffers['running_var']]
+    weight = mods['conv']._parameters['weight']
+    if norm.training or act is None or any(t is None for t in tensors):
+        return None
+    tensors.append(weight)
+    if any(t.dtype != torch.float32 or not t.is_cpu for t in tensors):
+        return None
+    tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]
+    return tensors[:4], norm.eps, act, tensors[4]
 
 
 class DenseBlock(nn.Sequential):
@@ -310,11 +224,24 @@ class DenseBlock(nn.Sequential):
     """
 
     def forward(self, x: torch.Tensor, pool: bool = False) -> torch.Tensor:
+        """The block's features: ``x`` (pooled first if ``pool``) and every layer's.
+
+        Raises:
+            ValueError: without autograd, when ``x`` is too small to pool (a side of 1)
+                or empty in a spatial dimension (with autograd the canonical ops
+                raise).
+        """
         if not inference_fast_path():
             return super().forward(avg_pool2x2(x) if pool else x)
         n, c, h, w = x.shape
         if pool:
             h, w = h // 2, w // 2
+        if h == 0 or w == 0:
+            size = f'{x.shape[-2]}x{x.shape[-1]}'
+            raise ValueError(
+                f'{type(self).__name__}: a {size} feature map '
+                f'{f"pools to {h}x{w}" if pool else "is empty"}; the input image is too '
+                'small for this block (every block after the first halves the features)')
         out = x.new_empty(n, c + sum(layer.growth for layer in self), h, w)
         if pool:
             avg_pool2x2(x, out=out[:, :c])

@@ -224,12 +224,20 @@ class PreActConv(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               padding=kernel_size // 2, groups=groups, bias=False)
 
-    def forward(self, x: torch.Tensor, owned: bool = False) -> torch.Tensor:
-        """``owned``: ``x`` is a temporary the layer may overwrite (see :func:`norm_act`)."""
+    def forward(self, x: torch.Tensor, owned: bool = False,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+        """``act(norm(x))`` convolved.
+
+        Args:
+            x: Input ``(N, C_in, H, W)``.
+            owned: ``x`` is a temporary the layer may overwrite (see :func:`norm_act`).
+            out: Where to write the result, e.g. a channel slice of a dense block's
+                buffer (see :func:`~.grouped_conv.grouped_conv2d`).
+        """
         conv = self.conv
         x = norm_act(self.norm, self.act, x, owned=owned)
         return grouped_conv2d(x, conv.weight, conv.stride[0],
-                              conv.padding[0], conv.groups)
+                              conv.padding[0], conv.groups, out=out)
 
 
 class CondensingConv(nn.Module):
@@ -340,12 +348,47 @@ class CondensingConv(nn.Module):
         return [torch.nonzero(row).flatten() for row in self.live_pattern()]
 
     def check_condensed(self, name: str = '') -> None:
-        """Raise ``RuntimeError`` unless condensation has finished."""
+        """Raise ``RuntimeError`` unless condensation has finished (and ``ValueError``
+        unless the mask has the structure it gives, :meth:`check_mask_structure`)."""
         if not self.fully_condensed:
             raise RuntimeError(
                 f'{type(self).__name__} {name or ""} is at condensation stage {self.stage} '
                 f'of {self.factor - 1}: finish training (progress >= 0.5) before '
                 'converting to the deploy form'.replace('  ', ' '))
+        self.check_mask_structure(name)
+
+    def check_mask_structure(self, name: str = '') -> None:
+        """Raise ``ValueError`` unless ``_mask`` has the structure condensation gives it.
+
+        The conversion relies on it: a 0/1 mask, equal at every kernel position, the
+        same channels for every row of a group (``g, g + G, ...`` along the grouped
+        axis), and ``pruned - stage * slice`` channels kept per group, as the stage
+        counter says.
+        """
+        if self.deploy:
+            return
+        mask = self._mask
+        grouped = self._grouped_view(mask[:, :, 0, 0])
+        rows, cols = grouped.shape
+        blocks = grouped.reshape(rows // self.groups, self.groups, cols)
+        kept = sorted(set(blocks[0].sum(1).int().tolist()))
+        expected = cols - self.stage * self._slice
+        if not torch.all((mask == 0) | (mask == 1)):
+            problem = 'holds values other than 0 and 1'
+        elif not torch.equal(mask, mask[:, :, :1, :1].expand_as(mask)):
+            problem = 'differs between kernel positions'
+        elif not torch.equal(blocks, blocks[:1].expand_as(blocks)):
+            problem = (f'gives rows of one group different channels (row r is in group '
+                       f'r % {self.groups})')
+        elif kept != [expected]:
+            problem = (f'keeps {kept} channels per group where stage {self.stage} (factor '
+                       f'{self.factor}) means {expected}')
+        else:
+            return
+        raise ValueError(
+            f'{type(self).__name__} {name}: its mask {problem}; condensation does not make '
+            'such masks, so the layer cannot be converted exactly (the checkpoint was '
+            'edited or damaged)'.replace(' :', ':'))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):

@@ -6,11 +6,14 @@
 average pooling between its blocks; see ``mmsfr/csrc/dense_layer.cpp``. They run on
 torch's intra-op threads.
 When the extension is built, deploy CondenseNetV2 models use it for float32 CPU
-inference (``torch.no_grad`` / ``torch.inference_mode``); everything else, and every
-model when it is missing, runs the PyTorch path, which computes the same sums.
+inference (``torch.no_grad`` / ``torch.inference_mode``, eval-mode BatchNorms);
+everything else, and every model when it is missing, runs the PyTorch path, which
+computes the same sums.
 
-Switch it off for a process with ``MMSFR_NATIVE=0`` in the environment, or for a block
-of code with :func:`native_kernels`.
+Switch it off for the process with ``MMSFR_NATIVE=0`` in the environment, or for a
+block of code with :func:`native_kernels`. Like torch's own mode context managers
+(``torch.no_grad``), the switch is per thread: it applies to the thread that enters the
+block, and every thread starts from the process default.
 
 Example:
     >>> from mmsfr.models.layers import native
@@ -23,14 +26,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import threading
 import warnings
 from types import ModuleType
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from .condense import _hardswish_, _identity
 from .se import SqueezeExcitation
 
 __all__ = ['activation_code', 'native_available', 'native_enabled', 'native_kernels',
@@ -40,6 +43,9 @@ __all__ = ['activation_code', 'native_available', 'native_enabled', 'native_kern
 #: The functions this version of mmsfr calls in the extension.
 REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'uses_avx2', 'set_avx2',
             'parallel_threads')
+#: The version of the kernels' arguments (the extension's ``API_VERSION``): 2 since the
+#: kernels take each BatchNorm's own tensors and the conv weights as stored.
+API_VERSION = 2
 _REBUILD = 'pip install --no-build-isolation -e .'
 
 
@@ -54,19 +60,30 @@ def _load() -> tuple[ModuleType | None, str]:
         warnings.warn(f'mmsfr._ext could not be loaded, using PyTorch kernels: {err}')
         return None, f'failed to load: {err}'
     missing = [name for name in REQUIRED if not hasattr(ext, name)]
-    if missing:  # built from older sources
-        warnings.warn(f'mmsfr._ext is out of date (no {", ".join(missing)}), using PyTorch '
-                      f'kernels; rebuild it with `{_REBUILD}`')
+    version = getattr(ext, 'API_VERSION', 1)
+    if missing or version != API_VERSION:  # built from older sources
+        what = (f'no {", ".join(missing)}' if missing else
+                f'kernel arguments of version {version}, this mmsfr needs {API_VERSION}')
+        warnings.warn(f'mmsfr._ext is out of date ({what}), using PyTorch kernels; '
+                      f'rebuild it with `{_REBUILD}`')
         return None, f'out of date (rebuild with `{_REBUILD}`)'
     return ext, 'built'
 
 
 _EXT, STATUS = _load()
-_enabled = os.environ.get('MMSFR_NATIVE', '1') != '0'
 
-#: Codes of the activations the kernels apply, keyed by the in-place functions of
-#: :func:`~mmsfr.models.layers.condense.inplace_activation`.
-_ACTIVATION_CODES: dict[Callable, int] = {_identity: 0, torch.relu_: 1, _hardswish_: 2}
+
+class _Switch(threading.local):
+    """Whether the kernels are on, per thread; a new thread starts from the class
+    attribute, the process default (``MMSFR_NATIVE``)."""
+
+    enabled: bool = os.environ.get('MMSFR_NATIVE', '1') != '0'
+
+
+_switch = _Switch()
+
+#: Codes of the activations the kernels apply, keyed by module type.
+_ACTIVATION_CODES: dict[type, int] = {nn.Identity: 0, nn.ReLU: 1, nn.Hardswish: 2}
 
 
 def native_available() -> bool:
@@ -75,34 +92,37 @@ def native_available() -> bool:
 
 
 def native_enabled() -> bool:
-    """Whether deploy models use the C++ kernels now: available and switched on."""
-    return _EXT is not None and _enabled
+    """Whether deploy models use the C++ kernels now, in this thread: available and
+    switched on."""
+    return _EXT is not None and _switch.enabled
 
 
 def native_ops() -> ModuleType | None:
     """The extension module when :func:`native_enabled`, else None."""
-    return _EXT if _enabled else None
+    return _EXT if _switch.enabled else None
 
 
 @contextlib.contextmanager
 def native_kernels(enabled: bool) -> Iterator[None]:
     """Switch the C++ kernels on or off inside a ``with`` block (e.g. to compare).
 
+    The switch is thread-local, like ``torch.no_grad``: other threads keep their own
+    setting.
+
     Args:
         enabled: Use the kernels (if built) inside the block.
     """
-    global _enabled
-    previous, _enabled = _enabled, bool(enabled)
+    previous, _switch.enabled = _switch.enabled, bool(enabled)
     try:
         yield
     finally:
-        _enabled = previous
+        _switch.enabled = previous
 
 
-def activation_code(act: Callable[[torch.Tensor], torch.Tensor]) -> int | None:
-    """The kernels' code of an in-place activation function (0 identity, 1 ReLU,
-    2 hard-swish), or None for an activation they do not implement."""
-    return _ACTIVATION_CODES.get(act)
+def activation_code(act: nn.Module) -> int | None:
+    """The kernels' code of an activation module (0 identity, 1 ReLU, 2 hard-swish), or
+    None for an activation they do not implement."""
+    return _ACTIVATION_CODES.get(type(act))
 
 
 def se_arguments(se: SqueezeExcitation) -> tuple | None:
