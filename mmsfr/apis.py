@@ -1,9 +1,12 @@
-"""High-level helpers: released-weight conversion and deploy conversion of files."""
+"""High-level helpers: released-weight conversion and deploy conversion of files.
+
+Checkpoint reading and writing live in :mod:`mmsfr.checkpoint`; ``read_checkpoint``,
+``check_not_input`` and ``atomic_save`` are re-exported here under their old names.
+"""
 from __future__ import annotations
 
-import argparse
+import copy
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -11,11 +14,15 @@ from typing import Callable
 
 import torch
 
+from mmsfr.checkpoint import (atomic_save, check_not_input, check_output,  # noqa: F401
+                              find_state_dict, read_checkpoint)
 from mmsfr.models.backbones.condensenet import convert_official_condensenet
 from mmsfr.models.backbones.shufflenetv2 import (convert_official_shufflenetv2,
                                                  convert_official_shufflenetv2plus,
                                                  convert_torchvision_shufflenetv2)
 from mmsfr.models.layers import condensing_layers, convert_to_deploy
+from mmsfr.models.layers.condense import CondensingLinear, SparseFeatureReactivation
+from mmsfr.utils.cli import UserError
 
 
 @dataclass(frozen=True)
@@ -68,55 +75,25 @@ OFFICIAL_MODELS: dict[str, OfficialModel] = {
 
 
 def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
-    """Read a released checkpoint without running arbitrary pickled code.
+    """Read a released checkpoint without running pickled code (weights-only load).
 
-    Training-script checkpoints pickle an ``argparse.Namespace`` under ``args``; it is
-    allow-listed for this one load only (``weights_only`` stays on).
+    Training-script checkpoints pickle an ``argparse.Namespace`` of plain values under
+    ``args``; :func:`mmsfr.checkpoint.read_checkpoint` accepts that (only that).
 
     Returns:
         ``(state_dict, source)`` where source names the key used (``state_dict_ema``
         is preferred when present).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or holds no state_dict.
     """
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f'{path}: not a checkpoint dict (got {type(ckpt).__name__})')
-    for key in ('state_dict_ema', 'state_dict', 'model'):
-        if isinstance(ckpt.get(key), dict):
-            return ckpt[key], key
-    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt, 'top level'
-    raise ValueError(f'{path}: no state_dict found (keys: {sorted(ckpt)[:8]})')
+    return find_state_dict(read_checkpoint(path), path,
+                           keys=('state_dict_ema', 'state_dict', 'model'))
 
 
 def checkpoint_form(state_dict: dict) -> str:
     """``'train'`` when the weights hold LGC/SFR masks, else ``'deploy'``."""
     return 'train' if any(k.endswith('._mask') for k in state_dict) else 'deploy'
-
-
-def check_not_input(dst: str | os.PathLike, src: str | os.PathLike | None) -> None:
-    """Raise ``ValueError`` when the output path is the input file."""
-    if src is not None and Path(dst).exists() and Path(dst).resolve() == Path(src).resolve():
-        raise ValueError(f'refusing to overwrite the input file {src}; choose another output')
-
-
-def atomic_save(obj: dict, dst: str | os.PathLike, src: str | os.PathLike | None = None) -> None:
-    """``torch.save`` to a temporary file then rename: ``dst`` is complete or untouched.
-
-    Raises:
-        ValueError: when ``dst`` is the input file ``src``.
-    """
-    check_not_input(dst, src)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def convert_official(model_name: str, src: str | os.PathLike,
@@ -129,7 +106,7 @@ def convert_official(model_name: str, src: str | os.PathLike,
     if model_name not in OFFICIAL_MODELS:
         raise ValueError(f'unknown model {model_name!r}; valid models are '
                          f'{sorted(OFFICIAL_MODELS)}')
-    check_not_input(dst, src)
+    check_output(dst, src)
     entry = OFFICIAL_MODELS[model_name]
     state_dict, source = read_official_checkpoint(src)
     converted = entry.convert(state_dict)
@@ -160,19 +137,148 @@ def build_from_config(config: str | os.PathLike) -> torch.nn.Module:
         return MODELS.build(cfg.model)
 
 
+class ConversionError(UserError, ValueError):
+    """The deploy form would not reproduce the train-time model; nothing is written."""
+
+
+class UnfinishedCondensationError(UserError, RuntimeError):
+    """A layer has not finished condensation, so it has no deploy form yet."""
+
+
+#: Largest ``max|deploy - train| / max|train|`` accepted per layer and for the model.
+CONVERSION_RTOL = 1e-4
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    """The tensors of a (nested) model output, in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for item in out for t in _tensors(item)]
+    return []
+
+
+def _check_close(reference, result, what: str) -> None:
+    ref, got = _tensors(reference), _tensors(result)
+    if len(ref) != len(got) or any(r.shape != g.shape for r, g in zip(ref, got)):
+        raise ConversionError(f'{what}: the deploy form gives outputs of other shapes than '
+                              'the train-time form; nothing was written')
+    for r, g in zip(ref, got):
+        scale = r.abs().max().item() if r.numel() else 0.0
+        diff = (r - g).abs().max().item() if r.numel() else 0.0
+        if not (diff <= CONVERSION_RTOL * max(scale, 1e-12)):
+            raise ConversionError(
+                f'{what}: the deploy form differs from the train-time form on a random '
+                f'input (max difference {diff:.3g}, {diff / max(scale, 1e-12):.2%} of the '
+                'output); conversion must be exact, so nothing was written (the checkpoint '
+                'was edited or damaged)')
+
+
+def _example_inputs(layer: torch.nn.Module, gen: torch.Generator) -> tuple:
+    x = torch.randn(2, layer.in_channels, 5, 5, generator=gen)
+    if isinstance(layer, SparseFeatureReactivation):
+        return x, torch.randn(2, layer.out_channels, 5, 5, generator=gen)
+    return (x, )
+
+
+def _run(model: torch.nn.Module, x: torch.Tensor):
+    with torch.no_grad():
+        if hasattr(model, 'data_preprocessor'):  # an mmengine model
+            return model(x, mode='tensor')
+        return model(x)
+
+
+def convert_checked(model: torch.nn.Module, input_sizes=((64, 64), (224, 224))) -> None:
+    """Convert ``model`` in place to its deploy form, checking that it is exact.
+
+    1. every LGC/SFR layer must have finished condensation with a mask of the group
+       structure condensation makes (:meth:`CondensingConv.check_condensed`);
+    2. each LGC/SFR layer is compared before and after its conversion on a random
+       input (eval mode) and refused, by name, unless it is exact;
+    3. the whole model (eval mode, random image of the first of ``input_sizes`` it
+       runs on; its backbone if it needs more than an image) is compared with the
+       train-time model (e.g. for ShuffleNet's folded conv -> BN pairs). A condensing
+       linear classifier (CondenseNet v1) is pruned by design; it is pruned before the
+       reference is taken.
+
+    Raises:
+        UnfinishedCondensationError (a ``RuntimeError``): a layer has not finished
+            condensation.
+        ValueError / ConversionError: naming the layer (or the model) that would not
+            be exact.
+    """
+    layers = condensing_layers(model)
+    for name, layer in layers:
+        try:
+            layer.check_condensed(name)
+        except RuntimeError as err:
+            raise UnfinishedCondensationError(str(err)) from None
+    training = model.training
+    model.eval()
+    try:
+        for name, module in list(model.named_modules()):
+            if isinstance(module, CondensingLinear):
+                module.switch_to_deploy(name)
+        reference = copy.deepcopy(model)
+        gen = torch.Generator().manual_seed(0)
+        for name, layer in layers:
+            inputs = _example_inputs(layer, gen)
+            with torch.no_grad():
+                before = layer(*(t.clone() for t in inputs))
+                layer.switch_to_deploy(name)
+                after = layer(*(t.clone() for t in inputs))
+            _check_close(before, after, f'{type(layer).__name__} {name}')
+        convert_to_deploy(model)
+        _check_model(reference, model, input_sizes, gen)
+    finally:
+        model.train(training)
+
+
+def _check_model(reference: torch.nn.Module, model: torch.nn.Module, input_sizes,
+                 gen: torch.Generator) -> None:
+    """Compare the whole model on a random image (or, if it needs more than an image,
+    e.g. a two-stage detector's data samples, its backbone)."""
+    pairs = [(reference, model)]
+    if isinstance(getattr(model, 'backbone', None), torch.nn.Module):
+        pairs.append((reference.backbone, model.backbone))
+    for ref_part, part in pairs:
+        for size in input_sizes:
+            x = torch.randn(1, 3, *size, generator=gen)
+            try:
+                expected = _run(ref_part, x)
+            except (RuntimeError, ValueError):  # e.g. too small for the network's strides
+                continue
+            except (TypeError, AttributeError, KeyError, AssertionError):
+                break  # needs more than an image: try the backbone
+            _check_close(expected, _run(part, x.clone()), f'the converted {type(part).__name__}')
+            return
+    raise ConversionError(f'cannot check the converted {type(model).__name__}: it runs on '
+                          f'none of the input sizes {list(input_sizes)}; nothing was written')
+
+
 def deploy_checkpoint(model: torch.nn.Module, dst: str | os.PathLike,
-                      src: str | os.PathLike | None = None, meta: dict | None = None) -> None:
+                      src: str | os.PathLike | None = None, meta: dict | None = None,
+                      inputs: tuple = ()) -> None:
     """Convert ``model`` to its deploy form and save it; nothing is written on failure.
+
+    The conversion is checked (:func:`convert_checked`) before anything is written, and
+    ``dst`` may be none of ``src`` and ``inputs`` (e.g. the config).
 
     Raises:
         ValueError: if ``model`` has no train-time part with a deploy form (no LGC/SFR
             layer, no module with a ``deploy`` flag still off, e.g. a ShuffleNet whose
-            conv -> BN pairs are not folded yet).
+            conv -> BN pairs are not folded yet); if a layer's mask or the converted
+            model is not exact (:class:`ConversionError`, naming it); if ``dst`` is an
+            input or cannot be written (:class:`~mmsfr.checkpoint.OutputError`).
+        RuntimeError: a layer has not finished condensation.
     """
+    check_output(dst, src, *inputs)
     pending = any(getattr(m, 'deploy', True) is False for m in model.modules())
     if not (pending or condensing_layers(model)):
         raise ValueError(f'{type(model).__name__} has no LGC/SFR layer and no module with '
                          'a deploy form left to convert: nothing to convert')
-    convert_to_deploy(model)
+    convert_checked(model)
     meta = dict(meta or {}, form='deploy')
-    atomic_save({'meta': meta, 'state_dict': model.state_dict()}, dst, src)
+    atomic_save({'meta': meta, 'state_dict': model.state_dict()}, dst, src, *inputs)

@@ -23,43 +23,42 @@ matching ``*_deploy_*.py`` config (for a plain ShuffleNet: CONFIG with
 import argparse
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
-
 import mmsfr  # noqa: F401
 from mmsfr.apis import deploy_checkpoint
+from mmsfr.checkpoint import check_output, load_weights, read_state_dict
+from mmsfr.utils.cli import add_debug_arg, not_written, tool_main
+from mmsfr.utils.tool_setup import read_config
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='train-time config the checkpoint was trained with')
     parser.add_argument('checkpoint', help='train-time checkpoint (masked weights)')
-    parser.add_argument('out', help='output deploy checkpoint (never the input file)')
+    parser.add_argument('out', help='output deploy checkpoint (never an input file)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
+@tool_main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    from mmengine.registry import MODELS
-    cfg.model.get('backbone', {}).pop('init_cfg', None)
-    model = MODELS.build(cfg.model)
-    model.eval()
-    try:
-        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
-                        logger='silent')
-        deploy_checkpoint(model, args.out, src=args.checkpoint,
+    with not_written(args.out):
+        check_output(args.out, args.checkpoint, args.config)
+        cfg = read_config(args.config, args.cfg_options)
+        from mmengine.registry import MODELS, DefaultScope
+        cfg.model.get('backbone', {}).pop('init_cfg', None)
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+            model = MODELS.build(cfg.model)
+        model.eval()
+        state_dict = read_state_dict(args.checkpoint)
+        load_weights(model, state_dict, args.checkpoint, f'the model of {args.config}')
+        deploy_checkpoint(model, args.out, src=args.checkpoint, inputs=(args.config, ),
                           meta=dict(config=args.config, source=args.checkpoint))
-    except (RuntimeError, ValueError, FileNotFoundError) as err:
-        print(f'error: {err}\n{args.out} was not written', file=sys.stderr)
-        return 1
     print(f'wrote {args.out} (deploy form)')
     return 0
 

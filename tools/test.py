@@ -10,13 +10,14 @@ Examples:
 Same arguments as mmdet 3.x's tools/test.py.
 """
 import argparse
-import os
 import sys
 
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401
+from mmsfr.checkpoint import check_loadable, check_output, check_writable_dir
+from mmsfr.utils.cli import UserError, tool_main
 from mmsfr.utils.config_check import check_config
 from mmsfr.utils.dist import close_dist
 from mmsfr.utils.tool_setup import (add_launch_args, load_tool_config, parse_launch_args,
@@ -36,12 +37,15 @@ def parse_args(argv=None):
     return parse_launch_args(parser, argv)
 
 
+@tool_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_tool_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    if not os.path.exists(args.checkpoint):
-        print(f'error: checkpoint {args.checkpoint} does not exist', file=sys.stderr)
-        return 1
+    if '://' not in args.checkpoint:
+        check_loadable(args.checkpoint)  # one clear error if refused or unreadable
+    if args.out:
+        check_output(args.out, args.config, args.checkpoint)
+    check_writable_dir(cfg.work_dir, 'the work dir')
     cfg.load_from = args.checkpoint
     # Evaluating a trained checkpoint: the backbone's pretrained init is not needed.
     if cfg.model.get('backbone', {}).get('init_cfg') is not None:
@@ -49,15 +53,10 @@ def main(argv=None) -> int:
     is_det = cfg.get('default_scope') == 'mmdet'
     if args.show_dir:
         if not is_det:
-            print('error: --show-dir is supported for detectors only', file=sys.stderr)
-            return 1
+            raise UserError('--show-dir is supported for detectors only')
         cfg.default_hooks.visualization.draw = True
         cfg.default_hooks.visualization.test_out_dir = args.show_dir
-    try:
-        check_config(cfg, args.config, training=False)
-    except (FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    check_config(cfg, args.config, training=False)
     prepare_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:

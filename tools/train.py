@@ -17,7 +17,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401  (registers models; allows mmengine checkpoints)
-from mmsfr.utils.config_check import check_config
+from mmsfr.checkpoint import check_writable_dir
+from mmsfr.utils.cli import tool_main
+from mmsfr.utils.config_check import check_config, check_resume_checkpoint
 from mmsfr.utils.dist import close_dist
 from mmsfr.utils.tool_setup import (add_launch_args, load_tool_config, parse_launch_args,
                                     prepare_launcher)
@@ -54,14 +56,14 @@ def build_cfg(args):
     return cfg
 
 
+@tool_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_cfg(args)
-    try:
-        check_config(cfg, args.config)
-    except (FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    check_writable_dir(cfg.work_dir, 'the work dir')
+    check_config(cfg, args.config)
+    if cfg.get('resume'):
+        check_resume_checkpoint(cfg, args.config)
     prepare_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

@@ -44,7 +44,6 @@ import importlib
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,8 @@ except ImportError as _err:  # pragma: no cover - part of the deploy requirement
     raise ImportError(f'ONNX export needs onnx, onnxscript and onnxruntime ({_err}); '
                       'install them with: pip install -r requirements/deploy.txt') from _err
 
-from mmsfr.apis import check_not_input
+from mmsfr.checkpoint import (atomic_output, check_output, find_state_dict, read_state_dict,
+                              scratch_file, strip_module_prefix)
 from mmsfr.models.layers import CondensingConv, CondensingLinear
 
 #: Default opset: the lowest one torch's exporter translates to natively (it
@@ -207,15 +207,11 @@ def _build_model(cfg) -> nn.Module:
 
 
 def _read_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
+    if '://' not in str(checkpoint):  # a local file: weights-only, one clear error
+        return read_state_dict(checkpoint)
     from mmengine.runner import CheckpointLoader
-
     ckpt = CheckpointLoader.load_checkpoint(str(checkpoint), map_location='cpu')
-    state_dict = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state_dict, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f'{checkpoint}: no state_dict of tensors found')
-    return {(k[len('module.'):] if k.startswith('module.') else k): v
-            for k, v in state_dict.items()}
+    return strip_module_prefix(find_state_dict(ckpt, checkpoint)[0])
 
 
 def _keys(keys: Sequence[str], limit: int = 3) -> str:
@@ -254,12 +250,10 @@ def load_export_module(config: str | os.PathLike, checkpoint: str | os.PathLike 
         ...     'configs/pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py',
         ...     'checkpoints/condensenetv2_a_deploy_in1k.pth')
     """
-    from mmengine.config import Config
+    from mmsfr.utils.tool_setup import read_config
 
     log = log or _silent
-    cfg = Config.fromfile(str(config))
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = read_config(str(config), cfg_options)
     model = _build_model(cfg)
     if checkpoint is not None:
         state_dict = _read_state_dict(checkpoint)
@@ -531,10 +525,9 @@ def export_onnx(module: nn.Module, out: str | os.PathLike, shape: Sequence[int] 
     model = export_dynamic(module, shape, opset)
     model = specialise(model, None if dynamic_batch else batch_size,
                        None if dynamic_size else shape)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _save(model, out)
-    return out
+    with atomic_output(out) as tmp:
+        _save(model, tmp)
+    return Path(out)
 
 
 def onnx_op_counts(model: onnx.ModelProto | str | os.PathLike) -> Counter:
@@ -713,12 +706,6 @@ def _input_dims(model: onnx.ModelProto) -> tuple[int | str, ...]:
     return tuple(d.dim_value if d.HasField('dim_value') else d.dim_param for d in dims)
 
 
-def _temp_path(directory: Path, name: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{name}.', suffix='.tmp')
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_verified(module: nn.Module, out: str | os.PathLike,
                     shape: Sequence[int] = (224, 224), *, batch_size: int = 1,
                     dynamic_batch: bool = False, dynamic_size: bool = False,
@@ -768,32 +755,31 @@ def export_verified(module: nn.Module, out: str | os.PathLike,
         >>> print(result.table())  # doctest: +SKIP
     """
     log = log or _silent
-    out = Path(out)
-    for src in inputs:
-        check_not_input(out, src)
+    out = check_output(out, *inputs)
     check_deploy_form(module)
     shape = _check_size(shape)
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     sizes = [_check_size(s) for s in (sizes or (shape, alternative_size(shape)))]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temps = [_temp_path(out.parent, out.name), _temp_path(out.parent, out.name)]
-    try:
+    # The graph written last becomes ``out`` in one rename (its temporary file is removed
+    # on any failure and on SIGTERM/SIGINT); the dynamic graph, when it is not the output
+    # itself, goes to a scratch file beside it.
+    with atomic_output(out, *inputs) as final_path, scratch_file(out) as scratch:
         what = getattr(module, 'description', type(module).__name__)
         log(f'exporting {what}, with a symbolic batch, height and width (opset {opset}) ...')
         dynamic = export_dynamic(module, shape, opset)
-        _save(dynamic, temps[0])
         fully_dynamic = dynamic_batch and dynamic_size
+        dynamic_path = final_path if fully_dynamic else scratch
+        _save(dynamic, dynamic_path)
         label = out.name if fully_dynamic else 'dynamic'
         log(f'checking it at batch sizes {tuple(batch_sizes)} x input sizes '
             f'{[f"{h}x{w}" for h, w in sizes]} against PyTorch ...')
-        reports = [verify_onnx(module, temps[0], batch_sizes=batch_sizes, sizes=sizes,
+        reports = [verify_onnx(module, dynamic_path, batch_sizes=batch_sizes, sizes=sizes,
                                rtol=rtol, label=label)]
-        final, final_path = dynamic, temps[0]
+        final = dynamic
         if not fully_dynamic:
             final = specialise(dynamic, None if dynamic_batch else batch_size,
                                None if dynamic_size else shape)
-            final_path = temps[1]
             _save(final, final_path)
             reports.append(verify_onnx(
                 module, final_path, rtol=rtol, label=out.name,
@@ -805,11 +791,5 @@ def export_verified(module: nn.Module, out: str | os.PathLike,
             raise VerificationError(
                 f'onnxruntime does not reproduce PyTorch: max relative difference '
                 f'{worst.max_rel_diff:.3g} > {rtol:g} in the {worst.label} graph', reports)
-        os.replace(final_path, out)
-        return ExportResult(out, _graph_opset(final), onnx_op_counts(final),
-                            _input_dims(final), tuple(o.name for o in final.graph.output),
-                            reports)
-    finally:
-        for tmp in temps:
-            if tmp.exists():
-                tmp.unlink()
+    return ExportResult(out, _graph_opset(final), onnx_op_counts(final), _input_dims(final),
+                        tuple(o.name for o in final.graph.output), reports)

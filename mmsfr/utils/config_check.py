@@ -5,11 +5,16 @@ a dataloader worker or a shape mismatch at the first forward.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import json
 import os
 import os.path as osp
 
 from mmengine.config import Config
+
+from .cli import one_line
 
 #: Parse annotation files up to this size to check they hold images.
 _MAX_PARSED_ANN_BYTES = 20 * 1024 * 1024
@@ -69,8 +74,13 @@ def check_dataset(dataset: dict, split: str) -> None:
             if size == 0:
                 raise ValueError(f'{split} dataset: annotation file {path} is empty')
             if path.endswith('.json') and size <= _MAX_PARSED_ANN_BYTES:
-                with open(path) as f:
-                    content = json.load(f)
+                try:
+                    with open(path, encoding='utf-8') as f:
+                        content = json.load(f)
+                except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                    raise ValueError(f'{split} dataset: annotation file {path} is not valid '
+                                     f'JSON ({one_line(err)}); restore or regenerate it'
+                                     ) from err
                 if isinstance(content, dict) and 'images' in content and not content['images']:
                     raise ValueError(f'{split} dataset: annotation file {path} lists no images')
     prefix = dataset.get('data_prefix')
@@ -108,6 +118,16 @@ def dataset_num_classes(dataset: dict) -> tuple[int, str] | None:
             return sum(1 for line in f if line.strip()), f'classes listed in {path}'
     if classes is not None:
         return len(classes), 'metainfo.classes'
+    folder = class_folder_root(dataset)
+    if folder is None:
+        return None
+    count = sum(1 for entry in os.scandir(folder) if entry.is_dir())
+    return count, f'class folders in {folder}'
+
+
+def class_folder_root(dataset: dict) -> str | None:
+    """The folder whose sub-folders are the classes of an mmpretrain folder dataset
+    (``CustomDataset`` / ``ImageNet`` without ``ann_file``), if it exists locally."""
     kind = str(dataset.get('type', '')).split('.')[-1]
     if kind not in FOLDER_DATASETS or dataset.get('ann_file') or not dataset.get(
             'with_label', True):
@@ -124,8 +144,7 @@ def dataset_num_classes(dataset: dict) -> tuple[int, str] | None:
     folder = _join(root, prefix) if prefix else root
     if not folder or _is_remote(folder) or not osp.isdir(folder):
         return None
-    count = sum(1 for entry in os.scandir(folder) if entry.is_dir())
-    return count, f'class folders in {folder}'
+    return folder
 
 
 def check_num_classes(dataset: dict, model_cfg: dict, split: str) -> None:
@@ -172,13 +191,77 @@ def check_neck_channels(model_cfg: dict) -> None:
             f'{getattr(built, "out_indices", "?")}); set neck.in_channels to the latter')
 
 
+#: Image file extensions mmpretrain's folder datasets read.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff')
+
+
+def _check_class_folders(dataset: dict, split: str) -> None:
+    """A folder dataset whose class folders are all empty: name the folder."""
+    folder = class_folder_root(dataset)
+    if folder is None:
+        return
+    classes = [e for e in os.scandir(folder) if e.is_dir()]
+    if not classes:
+        raise ValueError(f'{split} dataset: {folder} has no class folders; put one folder '
+                         'of images per class there or fix data_root / data_prefix')
+    for entry in classes:
+        for _, _, files in os.walk(entry.path):
+            if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+                return
+    raise ValueError(f'{split} dataset: the {len(classes)} class folders in {folder} hold no '
+                     f'images ({", ".join(IMAGE_EXTENSIONS)}); put the images there or fix '
+                     'data_root / data_prefix')
+
+
+def check_images(dataset: dict, split: str) -> None:
+    """Read a dataset's annotations and check that it lists images, all present.
+
+    The dataset is built without its pipeline (annotations only), in the current
+    default scope.
+
+    Raises:
+        ValueError: the dataset cannot be read (naming it), lists no image, or lists
+            images that are missing (naming the first and the count).
+    """
+    from mmengine.registry import DATASETS
+
+    if 'type' not in dataset:
+        return
+    _check_class_folders(dataset, split)
+    cfg = copy.deepcopy(dict(dataset))
+    cfg['pipeline'] = []
+    cfg.pop('lazy_init', None)
+    source = cfg.get('ann_file') or cfg.get('data_root') or cfg.get('type')
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress lines
+            built = DATASETS.build(cfg)
+    except (RuntimeError, ValueError, OSError, KeyError, AssertionError) as err:
+        raise ValueError(f'{split} dataset ({source}) cannot be read: {one_line(err)}'
+                         ) from err
+    get_info = getattr(built, 'get_data_info', None)
+    if get_info is None:
+        return
+    if len(built) == 0:
+        raise ValueError(f'{split} dataset ({source}) lists no images; fix its annotation '
+                         'file or data_root / data_prefix')
+    infos = (get_info(i) for i in range(len(built)))
+    paths = [info.get('img_path') for info in infos if isinstance(info, dict)]
+    missing = [p for p in paths if isinstance(p, str) and not _is_remote(p)
+               and not osp.isfile(p)]
+    if missing:
+        raise ValueError(f'{split} dataset ({source}): {len(missing)} of {len(paths)} images '
+                         f'are missing, e.g. {missing[0]}; restore them or fix data_root / '
+                         'data_prefix')
+
+
 def check_config(cfg: Config, path: str = '', training: bool = True) -> None:
     """Run every check for a train (or test) run of ``cfg``.
 
     Raises:
         FileNotFoundError: a dataset file/folder or the pretrained weights are missing.
         ValueError: an empty annotation file, neck/backbone channels that differ, or a
-            classifier head whose ``num_classes`` differs from its dataset's classes.
+            classifier head whose ``num_classes`` differs from its dataset's classes,
+            or (testing) test images that are missing (:func:`check_images`).
     """
     from mmengine.registry import DefaultScope
 
@@ -194,3 +277,50 @@ def check_config(cfg: Config, path: str = '', training: bool = True) -> None:
                 check_num_classes(dataset, model, name.replace('_dataloader', ''))
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         check_neck_channels(model)
+        if not training and cfg.get('test_dataloader'):
+            for dataset in _datasets(cfg.test_dataloader.get('dataset')):
+                check_images(dataset, 'test')
+
+
+def check_resume_checkpoint(cfg: Config, path: str = '') -> None:
+    """Before ``--resume``: the checkpoint reads (weights-only) and fits the model.
+
+    The checkpoint is ``cfg.load_from``, or with ``--resume`` alone the latest one of the
+    work dir (none: training starts afresh, as mmengine does). The config's model is
+    built and the checkpoint's weights loaded into it strictly (torch >= 2.6; older
+    torch cannot read mmengine's training state weights-only: file checks only).
+
+    Raises:
+        UserError: naming the checkpoint and the config when it cannot be read or was
+            trained with another model.
+    """
+    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.runner import find_latest_checkpoint
+
+    from ..checkpoint import CheckpointError, check_loadable, load_weights, read_state_dict
+    from .cli import UserError
+    from .safe_checkpoint import allow_list_needed
+
+    ckpt = cfg.get('load_from')
+    if ckpt is None:
+        ckpt = find_latest_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
+    if ckpt is None or _is_remote(str(ckpt)):
+        return
+    if not allow_list_needed():  # older torch: no weights-only read of training state
+        check_loadable(ckpt, what='--resume checkpoint')
+        return
+    state_dict = read_state_dict(ckpt, what='--resume checkpoint')
+    model_cfg = copy.deepcopy(cfg.model)
+    if isinstance(model_cfg.get('backbone'), dict):
+        model_cfg['backbone']['init_cfg'] = None
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(model_cfg)
+    try:
+        load_weights(model, state_dict, f'--resume checkpoint {ckpt}',
+                     f'the model of {path or "the config"}',
+                     hint='resume with the config it was trained with, or start afresh '
+                     'in another --work-dir')
+    except CheckpointError:
+        raise
+    except ValueError as err:  # the model's own checks (e.g. train-time vs deploy form)
+        raise UserError(f'--resume checkpoint {ckpt}: {one_line(err)}') from err

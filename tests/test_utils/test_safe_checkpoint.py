@@ -1,8 +1,13 @@
-"""mmengine checkpoints load under torch>=2.6's weights_only default; pickles don't."""
+"""mmengine checkpoints load under torch>=2.6's weights_only default; pickles don't.
+
+(The crafted checkpoints of tests/test_reliability/test_checkpoint_security.py go
+further: through every tool and through mmengine's loaders.)
+"""
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from mmengine.model import BaseModel
@@ -25,10 +30,15 @@ def _collate(batch):
     return dict(x=torch.stack([b[0] for b in batch]), y=torch.stack([b[1] for b in batch]))
 
 
-def _runner(work_dir, max_epochs=2, crash_epoch=None, **kwargs):
+WEIGHTS_ONLY_DEFAULT = pytest.mark.skipif(
+    tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) < (2, 6),
+    reason='torch < 2.6 does not load with weights_only by default')
+
+
+def _runner(work_dir, max_epochs=2, crash_epoch=None, empty_state=False, **kwargs):
     g = torch.Generator().manual_seed(0)
     dataset = TensorDataset(torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g))
-    custom_hooks = []
+    custom_hooks = [dict(type='mmsfr_test_empty_state')] if empty_state else []
     if crash_epoch is not None:
         custom_hooks.append(dict(type='mmsfr_test_crash', epoch=crash_epoch))
     torch.manual_seed(0)  # the model is built before the runner seeds
@@ -58,7 +68,14 @@ def crash_hook():
             if runner.epoch == self.epoch:
                 raise KeyboardInterrupt('simulated crash')
 
+    class EmptyStateHook(Hook):
+        """Puts an empty numpy array in the message hub's saved state."""
+
+        def after_train_epoch(self, runner):
+            runner.message_hub.update_info('empty_array', np.zeros(0))
+
     HOOKS.register_module('mmsfr_test_crash', module=CrashHook, force=True)
+    HOOKS.register_module('mmsfr_test_empty_state', module=EmptyStateHook, force=True)
     yield
 
 
@@ -99,6 +116,21 @@ def test_load_from_and_plain_torch_load(tmp_path):
         assert torch.equal(second.model.state_dict()[key], value), key
 
 
+def test_checkpoint_with_empty_numpy_array_loads_and_resumes(tmp_path):
+    """An empty array pickles its data as ``builtins.bytes()``: allowed, without args only."""
+    first = _runner(tmp_path / 'a', max_epochs=1, empty_state=True)
+    first.train()
+    ckpt = tmp_path / 'a' / 'epoch_1.pth'
+    raw = torch.load(ckpt)  # weights_only=True by default since torch 2.6
+    hub = raw['message_hub']
+    assert hub['runtime_info']['empty_array'].shape == (0, )
+    load_checkpoint(TinyModel(), str(ckpt))
+    resumed = _runner(tmp_path / 'a', max_epochs=2, resume=True)
+    resumed.train()
+    assert resumed.epoch == 2
+
+
+@WEIGHTS_ONLY_DEFAULT
 def test_without_mmsfr_mmengine_checkpoints_are_refused(tmp_path):
     """The allow-list is what makes them load: a fresh interpreter without it fails."""
     first = _runner(tmp_path / 'a', max_epochs=1)
@@ -119,6 +151,7 @@ class _Evil:
         return (os.system, (f'touch {self.marker}',))
 
 
+@WEIGHTS_ONLY_DEFAULT
 def test_pickled_callable_is_refused(tmp_path):
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'

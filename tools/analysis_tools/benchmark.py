@@ -19,11 +19,12 @@ import statistics
 import time
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import MODELS, DefaultScope
 
 import mmsfr  # noqa: F401
-from mmsfr.utils.tool_setup import add_shape_arg, parse_shape
+from mmsfr.utils.cli import add_debug_arg, tool_main
+from mmsfr.utils.tool_setup import add_shape_arg, check_input_size, parse_shape, read_config
 
 
 def parse_args(argv=None):
@@ -37,6 +38,7 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
     parser.add_argument('--backbone-only', action='store_true', help='time the backbone only')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     args.shape = parse_shape(parser, args.shape, minimum=16)
     for name in ('batch_size', 'repeats'):
@@ -58,13 +60,12 @@ def time_forward(fn, warmup: int, repeats: int) -> list[float]:
     return times
 
 
+@tool_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = read_config(args.config, args.cfg_options)
     cfg.model.get('backbone', {}).pop('init_cfg', None)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
         model = MODELS.build(cfg.model)
@@ -75,6 +76,13 @@ def main(argv=None) -> int:
         fn = lambda: model.backbone(x)  # noqa: E731
     else:
         fn = lambda: model(x, mode='tensor')  # noqa: E731
+
+    def run(size: tuple[int, int]) -> None:  # one image: a too small --shape is named
+        image = torch.rand(1, 3, *size)
+        with torch.inference_mode():
+            model.backbone(image) if args.backbone_only else model(image, mode='tensor')
+
+    check_input_size(run, (h, w), 'the backbone' if args.backbone_only else type(model).__name__)
     times = time_forward(fn, args.warmup, args.repeats)
     median = statistics.median(times)
     what = 'backbone' if args.backbone_only else type(model).__name__

@@ -18,11 +18,13 @@ import argparse
 import importlib
 import sys
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from torch import nn
 
-from mmsfr.utils.tool_setup import add_shape_arg, parse_shape
+from mmsfr.utils.cli import add_debug_arg, tool_main
+from mmsfr.utils.tool_setup import add_shape_arg, check_input_size, parse_shape, read_config
 
 EPILOG = """examples:
   python tools/analysis_tools/get_flops.py \\
@@ -54,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         '1x1 convs) instead of in their deploy form')
     parser.add_argument('--no-mmengine', action='store_true',
                         help="skip mmengine's get_model_complexity_info count (jit trace)")
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     args.shape = parse_shape(parser, args.shape)
     return args
@@ -74,21 +77,29 @@ def _fmt(value: float | None, unit: str) -> str:
     return 'n/a' if value is None else format_count(value, unit)
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
     """Run the tool; returns the exit code."""
     args = parse_args(argv)
     from mmsfr.analysis import config_forward, count_complexity, count_mmengine
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = read_config(args.config, args.cfg_options)
     model = build_model(cfg)
     model.eval()
     hw, forward = config_forward(model, cfg, args.shape)
     shape = (3, *hw)
     as_deploy = not args.as_is
 
-    counts = count_complexity(model, shape, forward=forward, as_deploy=as_deploy)
+    def run(size: tuple[int, int]) -> None:
+        padded, fwd = config_forward(model, cfg, size)
+        with torch.no_grad():
+            fwd(model, torch.rand(1, 3, *padded))
+
+    try:
+        counts = count_complexity(model, shape, forward=forward, as_deploy=as_deploy)
+    except (RuntimeError, ValueError):  # a too small --shape: name the smallest that runs
+        check_input_size(run, args.shape, type(model).__name__)
+        raise
     mme: dict[str, int] | None = None
     mme_error = ''
     if not args.no_mmengine:

@@ -29,6 +29,7 @@ from pathlib import Path
 import mmsfr  # noqa: F401
 from mmsfr.analysis import config_forward, count_complexity, format_count
 from mmsfr.apis import build_from_config
+from mmsfr.utils.cli import add_debug_arg, tool_main
 
 REPO = Path(__file__).resolve().parents[2]
 START, END = '<!-- model-zoo:start -->', '<!-- model-zoo:end -->'
@@ -148,6 +149,7 @@ def render(detectors: list[str] | None = None) -> str:
     return '\n'.join(lines)
 
 
+@tool_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,6 +160,7 @@ def main(argv=None) -> int:
                         help='with --check: re-measure the detectors too instead of '
                              'comparing the fingerprint of their inputs (minutes on a CPU)')
     parser.add_argument('--readme', default=str(REPO / 'README.md'), help='README to update')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.print:
         print(render())

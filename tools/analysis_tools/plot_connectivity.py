@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,10 @@ matplotlib.use('Agg')
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+import mmsfr  # noqa: E402,F401  (registers models, safe loading of mmengine checkpoints)
+from mmsfr.checkpoint import check_not_input  # noqa: E402
+from mmsfr.utils.cli import add_debug_arg, tool_main  # noqa: E402
 
 if TYPE_CHECKING:
     from mmsfr.analysis import Connectivity, DenseNetWeights
@@ -88,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--kind', nargs='+', choices=KINDS, default=list(KINDS),
                         help='which figures to write (default: all)')
     parser.add_argument('--dpi', type=int, default=100, help='resolution (default 100)')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     if not 20 <= args.dpi <= 600:
         parser.error(f'--dpi must be in 20..600, got {args.dpi}')
@@ -120,15 +124,13 @@ def check_arch(weights: DenseNetWeights, name: str) -> None:
 
 
 def check_out_dir(out: Path) -> None:
-    """Create ``out`` and make sure a file can be written there (else ``OSError``)."""
+    """Create ``out`` after checking that files can be written there (else
+    :class:`~mmsfr.checkpoint.OutputError`)."""
+    from mmsfr.checkpoint import OutputError, check_writable_dir
     if out.exists() and not out.is_dir():
-        raise OSError(f'--out {out} exists and is not a directory')
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix='.write-test'):
-            pass
-    except OSError as err:
-        raise OSError(f'cannot write to --out {out}: {err.strerror or err}') from err
+        raise OutputError(f'--out {out} exists and is not a directory; give a directory')
+    check_writable_dir(out, '--out')
+    out.mkdir(parents=True, exist_ok=True)
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -237,22 +239,20 @@ def plot_network(weights: DenseNetWeights, net: Connectivity, model: str,
     return fig
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import mmsfr  # noqa: F401  (safe loading of mmengine checkpoints)
     from mmsfr.analysis.connectivity import (block_connectivity, dense_weights,
                                              load_dense_state_dict, network_connectivity)
     out = Path(args.out)
-    try:
-        state_dict, source = load_dense_state_dict(args.checkpoint)
-        stem = None if args.arch is None else 2 * resolve_arch(args.arch)[1]['growths'][0]
-        weights = dense_weights(state_dict, prefix=args.prefix, stem_channels=stem)
-        if args.arch is not None:
-            check_arch(weights, args.arch)
-        check_out_dir(out)
-    except (ValueError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    state_dict, source = load_dense_state_dict(args.checkpoint)
+    stem = None if args.arch is None else 2 * resolve_arch(args.arch)[1]['growths'][0]
+    weights = dense_weights(state_dict, prefix=args.prefix, stem_channels=stem)
+    if args.arch is not None:
+        check_arch(weights, args.arch)
+    for kind in args.kind:  # never over the checkpoint
+        check_not_input(out / f'connectivity_{kind}.png', args.checkpoint)
+    check_out_dir(out)
     model = weights.describe()
     keys = 'released (authors\' code) keys' if weights.origin == 'released' else 'mmsfr keys'
     print(f'{args.checkpoint}: {model}, {keys}, weights from {source!r}')

@@ -42,7 +42,9 @@ import sys
 from mmengine.config import DictAction
 
 import mmsfr  # noqa: F401  (registers every mmsfr model)
-from mmsfr.utils.tool_setup import add_shape_arg, parse_shape
+from mmsfr.checkpoint import check_output
+from mmsfr.utils.cli import UserError, add_debug_arg, not_written, one_line, tool_main
+from mmsfr.utils.tool_setup import add_shape_arg, check_input_size, parse_shape
 
 EPILOG = """examples:
   python tools/deployment/export_onnx.py \\
@@ -93,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f'(default: {DEFAULT_RTOL:g})')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     args.shape = parse_shape(parser, args.shape, minimum=16)
     if args.batch_size is not None:
@@ -112,31 +115,41 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
     """Run the tool; returns the exit code."""
     args = parse_args(argv)
     import onnx
+    import torch
 
-    from mmsfr.deployment import (VerificationError, export_verified, format_reports,
-                                  load_export_module)
+    from mmsfr.deployment import (VerificationError, check_deploy_form, export_verified,
+                                  format_reports, load_export_module)
 
     batch_size = args.batch_size or 1
-    try:
+    with not_written(args.out):
+        check_output(args.out, args.checkpoint, args.config)
         module = load_export_module(args.config, args.checkpoint, cfg_options=args.cfg_options,
                                     backbone_only=args.backbone_only, log=_log)
         print(f'model: {module.description}')
         print(f'input: {module.preprocessing}')
-        result = export_verified(
-            module, args.out, args.shape, batch_size=batch_size, dynamic_batch=args.dynamic_batch,
-            dynamic_size=args.dynamic_size, opset=args.opset, rtol=args.rtol,
-            inputs=(args.checkpoint, args.config), log=_log)
-    except VerificationError as err:
-        print(format_reports(err.reports))
-        print(f'error: {err}\n{args.out} was not written', file=sys.stderr)
-        return 1
-    except (ValueError, RuntimeError, FileNotFoundError, onnx.checker.ValidationError) as err:
-        print(f'error: {err}\n{args.out} was not written', file=sys.stderr)
-        return 1
+        check_deploy_form(module)
+
+        def run(size: tuple[int, int]) -> None:  # a too small --shape is named first
+            with torch.no_grad():
+                module(torch.rand(1, 3, *size))
+
+        check_input_size(run, args.shape, module.description.split(':')[0])
+        try:
+            result = export_verified(
+                module, args.out, args.shape, batch_size=batch_size,
+                dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+                opset=args.opset, rtol=args.rtol, inputs=(args.checkpoint, args.config),
+                log=_log)
+        except VerificationError as err:
+            print(format_reports(err.reports))
+            raise UserError(one_line(err)) from err
+        except onnx.checker.ValidationError as err:
+            raise UserError(f'the exported graph fails onnx.checker: {one_line(err)}') from err
     print(result.table())
     ops = ', '.join(f'{op} {n}' for op, n in result.op_counts.most_common())
     print(f'ops: {ops}')

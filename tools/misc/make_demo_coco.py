@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmsfr.checkpoint import check_writable_dir
+from mmsfr.utils.cli import add_debug_arg, tool_main
+
 CATEGORIES = ('circle', 'square', 'triangle')
 
 
@@ -86,7 +89,8 @@ def make_split(out: Path, split: str, count: int, size: int, rng: np.random.Gene
     return dict(images=images, annotations=annotations, categories=categories)
 
 
-def main(argv=None) -> None:
+@tool_main
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='data/demo_coco', help='output folder')
@@ -94,6 +98,7 @@ def main(argv=None) -> None:
     parser.add_argument('--val', type=int, default=100, help='validation images')
     parser.add_argument('--size', type=int, default=128, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0, help='random seed')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     for name, value in (('--train', args.train), ('--val', args.val)):
         if value < 1:
@@ -101,6 +106,7 @@ def main(argv=None) -> None:
     if args.size < 48:
         parser.error(f'--size must be >= 48, got {args.size}')
     out = Path(args.out)
+    check_writable_dir(out, '--out')
     (out / 'annotations').mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     for split, count in (('train', args.train), ('val', args.val)):
@@ -108,7 +114,8 @@ def main(argv=None) -> None:
         with open(out / 'annotations' / f'instances_{split}.json', 'w') as f:
             json.dump(coco, f)
         print(f'{split}: {len(coco["images"])} images, {len(coco["annotations"])} boxes')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    raise SystemExit(main())

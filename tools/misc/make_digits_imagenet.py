@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mmsfr.checkpoint import check_writable_dir
+from mmsfr.utils.cli import add_debug_arg, tool_main
+
 INTERPOLATIONS = {'nearest': Image.Resampling.NEAREST, 'bilinear': Image.Resampling.BILINEAR}
 SPLITS = ('train', 'val')
 
@@ -116,6 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='seed of the split')
     parser.add_argument('--interpolation', choices=sorted(INTERPOLATIONS), default='bilinear',
                         help='upscaling filter (default bilinear)')
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     if not 8 <= args.size <= 512:
         parser.error(f'--size must be in 8..512, got {args.size}')
@@ -133,8 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_writable_dir(args.out, '--out')
     summary = export(Path(args.out), args.size, args.val_fraction, args.seed,
                      args.interpolation)
     print(f'train: {summary["train"]} images, val: {summary["val"]} images, 10 classes, '

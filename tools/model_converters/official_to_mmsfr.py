@@ -17,6 +17,7 @@ import sys
 
 import mmsfr  # noqa: F401
 from mmsfr.apis import OFFICIAL_MODELS, convert_official
+from mmsfr.utils.cli import add_debug_arg, not_written, tool_main
 
 
 def parse_args(argv=None):
@@ -26,16 +27,15 @@ def parse_args(argv=None):
                         help='which released model SRC holds')
     parser.add_argument('src', help='released checkpoint')
     parser.add_argument('dst', help='output mmsfr checkpoint (never the input file)')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 
+@tool_main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    with not_written(args.dst):
         meta = convert_official(args.model, args.src, args.dst)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
     print(f"wrote {args.dst}: {meta['form']} form of {meta['model']} "
           f"(from '{meta['source_key']}'); load it with {meta['config']}")
     return 0
