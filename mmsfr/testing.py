@@ -11,6 +11,10 @@ __all__ = ['randomise_bn', 'rel_diff']
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial, deterministic statistics and affine parameters.
 
+    Every ``_BatchNorm`` (``BatchNorm2d``, ``SyncBatchNorm``, ...) is set; the values
+    depend on the seed and the order of the norms only, not on their device or dtype
+    (they are drawn on the CPU and copied).
+
     Conversion, parity and speed checks need them: default BN (mean 0, var 1, weight 1
     or, for SFR, 0) would hide mistakes in the channel bookkeeping and make SFR a no-op.
 
@@ -31,10 +35,13 @@ def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
         for m in model.modules():
             if isinstance(m, _BatchNorm):
                 n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+                values = (torch.rand(n, generator=g) - 0.5, torch.rand(n, generator=g) + 0.5,
+                          torch.rand(n, generator=g) + 0.5,
+                          torch.rand(n, generator=g) * 0.4 - 0.2)
+                targets = (m.running_mean, m.running_var, m.weight, m.bias)
+                for target, value in zip(targets, values):
+                    if target is not None:  # no running statistics / affine parameters
+                        target.copy_(value)  # on the norm's device, in its dtype
     return model
 
 

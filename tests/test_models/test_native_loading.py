@@ -1,7 +1,9 @@
 """How mmsfr.models.layers.native loads the optional extension (no build needed)."""
 import types
+import warnings
 
 import pytest
+import torch
 
 from mmsfr.models.layers import native
 
@@ -43,7 +45,43 @@ def test_an_extension_with_the_previous_kernel_arguments_is_not_used(monkeypatch
     assert ext is None and status.startswith('out of date')
 
 
+def complete_extension(parallel_threads):
+    """A stand-in for a current build whose thread probe is ``parallel_threads``."""
+    functions = dict.fromkeys(native.REQUIRED)
+    functions['parallel_threads'] = parallel_threads
+    return types.SimpleNamespace(API_VERSION=native.API_VERSION, **functions)
+
+
 def test_a_complete_extension_is_used(monkeypatch):
-    full = types.SimpleNamespace(API_VERSION=native.API_VERSION,
-                                 **{name: None for name in native.REQUIRED})
-    assert load_with(monkeypatch, full) == (full, 'built')
+    full = complete_extension(lambda tasks: min(tasks, torch.get_num_threads()))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert load_with(monkeypatch, full) == (full, 'built')
+
+
+@pytest.mark.parametrize('threads', [2, 8])
+def test_an_extension_built_without_openmp_warns_once_that_it_runs_on_one_thread(
+        monkeypatch, threads):
+    asked = []
+
+    def serial(tasks):  # what a build without -fopenmp reports
+        asked.append(tasks)
+        return 1
+
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: threads)
+    serial_build = complete_extension(serial)
+    with pytest.warns(UserWarning) as record:
+        assert load_with(monkeypatch, serial_build) == (serial_build, 'built')  # still used
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 1 and asked == [threads]
+    assert messages[0].startswith(f'mmsfr._ext was built without OpenMP, so its C++ kernels '
+                                  f'run on one thread while torch uses {threads}')
+    assert 'MMSFR_NATIVE=0' in messages[0]
+
+
+def test_one_torch_thread_is_no_reason_to_warn(monkeypatch):
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
+    serial_build = complete_extension(lambda tasks: 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert load_with(monkeypatch, serial_build) == (serial_build, 'built')

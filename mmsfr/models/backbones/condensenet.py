@@ -16,10 +16,12 @@ import torch
 import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .base import FreezableBackbone, resolve_out_indices
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       SqueezeExcitation, avg_pool2x2, convert_to_deploy, inference_fast_path)
+from ..layers.condense import DEFAULT_NORM_CFG, build_norm, eval_norm
 from ..layers.native import activation_code, native_ops, se_arguments
 
 
@@ -37,27 +39,32 @@ class DenseLayer(nn.Module):
         sparse_factor: SFR sparse factor S, or None for no SFR (CondenseNet).
         bottleneck: LGC output width as a multiple of ``k``.
         act_cfg: Activation of every pre-activation unit in the layer.
-        with_se: Squeeze-excite the new features (reduction 1).
+        with_se: Squeeze-excite the new features (reduction 1; Linear form, no norm).
         with_cp: Recompute the layer in backward to save memory.
         deploy: Build the converted LGC/SFR forms.
+        norm_cfg: Norm of every pre-activation unit (LGC, 3x3 conv, SFR), see
+            :func:`~mmsfr.models.layers.condense.build_norm`.
     """
 
     def __init__(self, in_channels: int, growth: int, groups: int, condense_factor: int,
                  sparse_factor: int | None, bottleneck: int = 4,
                  act_cfg: dict = dict(type='ReLU'), with_se: bool = False,
-                 with_cp: bool = False, deploy: bool = False) -> None:
+                 with_cp: bool = False, deploy: bool = False,
+                 norm_cfg: dict = DEFAULT_NORM_CFG) -> None:
         super().__init__()
         self.with_cp = with_cp
         self.growth = growth
         self.conv_1 = LearnedGroupConv(in_channels, bottleneck * growth, groups=groups,
-                                       factor=condense_factor, act_cfg=act_cfg, deploy=deploy)
-        self.conv_2 = PreActConv(bottleneck * growth, growth, 3, groups=groups, act_cfg=act_cfg)
+                                       factor=condense_factor, act_cfg=act_cfg, deploy=deploy,
+                                       norm_cfg=norm_cfg)
+        self.conv_2 = PreActConv(bottleneck * growth, growth, 3, groups=groups, act_cfg=act_cfg,
+                                 norm_cfg=norm_cfg)
         self.se = SqueezeExcitation(growth, reduction=1) if with_se else None
         self.sfr = None
         if sparse_factor is not None:
             self.sfr = SparseFeatureReactivation(growth, in_channels, groups=groups,
                                                  factor=sparse_factor, act_cfg=act_cfg,
-                                                 deploy=deploy)
+                                                 deploy=deploy, norm_cfg=norm_cfg)
 
     def new_features(self, x: torch.Tensor) -> torch.Tensor:
         """The ``k`` channels this layer appends (before reactivating ``x``)."""
@@ -148,11 +155,13 @@ def native_arguments(layer: DenseLayer, out: torch.Tensor) -> NativeArguments | 
     ``(out, in / groups, kh, kw)`` layout, each BN as its own four tensors and eps) and
     derive the BN scales and shifts themselves, on every call; this function only
     collects the tensors, in the one place that describes the kernels' arguments.
-    None when: a part is not in deploy form (or its conv is not 1x1), a BN normalises
-    with batch statistics (training mode) or has no affine parameters, a tensor or
-    ``out`` is not float32 on the CPU, ``conv_2`` is not a 3x3 / stride 1 / padding 1
-    conv, or an activation is not one the kernels implement
-    (:func:`~mmsfr.models.layers.native.activation_code`).
+    None when: a part is not in deploy form (or its conv is not 1x1), a norm does not
+    normalise as an eval-mode ``BatchNorm2d`` with running statistics (training mode,
+    or not a plain BatchNorm: :func:`~mmsfr.models.layers.condense.eval_norm`; an
+    eval-mode ``SyncBatchNorm`` is one) or has no affine parameters, a tensor or
+    ``out`` is not float32 on the CPU (an ``index`` not int64 on the CPU),
+    ``conv_2`` is not a 3x3 / stride 1 / padding 1 conv, or an activation is not one
+    the kernels implement (:func:`~mmsfr.models.layers.native.activation_code`).
 
     Example:
         >>> layer = DenseLayer(16, 8, 4, 4, 4, deploy=True).eval()
@@ -175,12 +184,15 @@ def native_arguments(layer: DenseLayer, out: torch.Tensor) -> NativeArguments | 
     units = [_kernel_unit(part) for part in (lgc, conv_2, sfr) if part is not None]
     if any(unit is None for unit in units):
         return None
+    indices = [part._buffers['index'] for part in (lgc, sfr) if part is not None]
+    if any(index.dtype != torch.int64 or not index.is_cpu for index in indices):
+        return None
     (norm, eps, act, weight), (norm_2, eps_2, act_2, conv_weight) = units[:2]
-    lgc_args = (lgc._buffers['index'], norm, eps, act, weight, lgc.groups, norm_2, eps_2,
-                act_2, conv_weight)
+    lgc_args = (indices[0], norm, eps, act, weight, lgc.groups, norm_2, eps_2, act_2,
+                conv_weight)
     sfr_args = None
     if sfr is not None:
-        sfr_args = (*units[2], sfr.groups, sfr._buffers['index'])
+        sfr_args = (*units[2], sfr.groups, indices[1])
     return NativeArguments(lgc_args, sfr_args)
 
 
@@ -189,18 +201,15 @@ def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch
     weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
     or None if they cannot (see :func:`native_arguments`)."""
     mods = part._modules
-    norm, act = mods['norm'], activation_code(mods['act'])
-    params, buffers = norm._parameters, norm._buffers
-    tensors = [params['weight'], params['bias'], buffers['running_mean'],
-               buffers['running_var']]
-    weight = mods['conv']._parameters['weight']
-    if norm.training or act is None or any(t is None for t in tensors):
+    norm, act = eval_norm(mods['norm']), activation_code(mods['act'])
+    if norm is None or act is None:
         return None
-    tensors.append(weight)
-    if any(t.dtype != torch.float32 or not t.is_cpu for t in tensors):
+    *tensors, eps = norm
+    tensors.append(mods['conv']._parameters['weight'])
+    if any(t is None or t.dtype != torch.float32 or not t.is_cpu for t in tensors):
         return None
     tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]
-    return tensors[:4], norm.eps, act, tensors[4]
+    return tensors[:4], eps, act, tensors[4]
 
 
 class DenseBlock(nn.Sequential):
@@ -279,6 +288,12 @@ class CondenseNetV2(FreezableBackbone):
         frozen_stages: Freeze the stem (0) and blocks ``0..frozen_stages-1`` as in
             mmdet (``1`` freezes the stem and the first block); -1 freezes nothing.
         out_norm: ``'none'``, ``'last'`` or ``'all'`` (see above).
+        norm_cfg: Norm of every dense layer (LGC, 3x3 conv, SFR) and of the output
+            norms, as in mmdet backbones, e.g. ``dict(type='SyncBN',
+            requires_grad=True)`` for multi-GPU detection training. It must build a
+            BatchNorm (:func:`~mmsfr.models.layers.condense.build_norm`); the
+            state_dict keys are those of the default ``dict(type='BN')``, so weights
+            trained with either load into the other.
         norm_eval: Keep BatchNorm layers in eval mode during training.
         with_cp: Gradient checkpointing inside dense layers (saves memory).
         deploy: Build the converted (condensed) form directly, e.g. to load weights
@@ -336,6 +351,7 @@ class CondenseNetV2(FreezableBackbone):
     def __init__(self, arch: str | dict = 'c', out_indices: Sequence[int] | None = None,
                  frozen_stages: int = -1, out_norm: str = 'last', norm_eval: bool = False,
                  with_cp: bool = False, deploy: bool = False, bottleneck: int = 4,
+                 norm_cfg: dict = DEFAULT_NORM_CFG,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_name, settings = self.resolve_arch(arch)
@@ -351,6 +367,8 @@ class CondenseNetV2(FreezableBackbone):
         if out_norm not in self.OUT_NORMS:
             raise ValueError(f'{type(self).__name__}: out_norm={out_norm!r}; choose one '
                              f'of {self.OUT_NORMS}')
+        build_norm(norm_cfg, 1, type(self).__name__)  # one error naming the backbone
+        self.norm_cfg = dict(norm_cfg)
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.out_norm = out_norm
@@ -371,7 +389,7 @@ class CondenseNetV2(FreezableBackbone):
                     channels, growth, settings['groups'], settings['condense_factor'],
                     settings['sparse_factor'], bottleneck,
                     act_cfg=dict(type='HSwish' if hs else 'ReLU'), with_se=se,
-                    with_cp=with_cp, deploy=deploy))
+                    with_cp=with_cp, deploy=deploy, norm_cfg=self.norm_cfg))
                 channels += growth
             self.blocks.append(DenseBlock(*layers))
             block_channels.append(channels)
@@ -379,7 +397,7 @@ class CondenseNetV2(FreezableBackbone):
 
         normed = {'none': (), 'last': (num_blocks - 1,), 'all': out_indices}[out_norm]
         self.norms = nn.ModuleDict(
-            {str(b): nn.BatchNorm2d(block_channels[b]) for b in normed})
+            {str(b): build_norm(self.norm_cfg, block_channels[b]) for b in normed})
         self.out_channels = tuple(block_channels[i] for i in out_indices)
         self.out_strides = tuple(settings['stem_stride'] * 2**i for i in out_indices)
         self.feature_info = [
@@ -435,7 +453,7 @@ class CondenseNetV2(FreezableBackbone):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, _BatchNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         for m in self.modules():

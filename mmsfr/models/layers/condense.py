@@ -32,8 +32,10 @@ import math
 from typing import Callable
 
 import torch
-from mmcv.cnn import build_activation_layer
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.registry import MODELS
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .grouped_conv import grouped_conv2d, grouped_pointwise, inference_fast_path
 from .shuffle import channel_shuffle
@@ -74,6 +76,112 @@ def build_act(act_cfg: dict | None) -> nn.Module:
     return build_activation_layer(dict(act_cfg))
 
 
+#: The norm config every mmsfr layer uses unless given another.
+DEFAULT_NORM_CFG: dict = dict(type='BN')
+
+#: ``forward`` methods that normalise as torch's ``BatchNorm2d`` (``SyncBatchNorm``
+#: differs only in training with a process group, where it syncs batch statistics).
+_PLAIN_BN_FORWARDS = (_BatchNorm.forward, nn.SyncBatchNorm.forward)
+
+
+def build_norm(norm_cfg: dict, num_features: int, owner: str = '', *,
+               device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> _BatchNorm:
+    """Build the norm of a pre-activation layer from an mmcv norm config.
+
+    Uses mmcv's ``build_norm_layer``, so ``requires_grad``, ``eps``, ``momentum`` and
+    every registered BatchNorm type work as in mmdet configs (``'BN'``,
+    ``'SyncBN'``, ...). The layers of mmsfr need a BatchNorm with affine parameters
+    and running statistics for 4-D feature maps: their deploy conversion selects its
+    per-channel parameters and statistics, the SFR starts from a zero norm weight.
+
+    Args:
+        norm_cfg: e.g. ``dict(type='BN')`` (:data:`DEFAULT_NORM_CFG`) or
+            ``dict(type='SyncBN', requires_grad=True)``.
+        num_features: Channels normalised.
+        owner: The class that asks, for the error message.
+        device / dtype: Where and in which dtype to create the parameters and buffers.
+
+    Returns:
+        The norm layer (the default config gives exactly ``nn.BatchNorm2d``).
+
+    Raises:
+        ValueError: naming the config, when it builds no such norm (not a dict with a
+            ``type``, e.g. None; an unknown type; another kind of norm; no affine
+            parameters or no running statistics; arguments the norm does not take).
+
+    Example:
+        >>> norm = build_norm(dict(type='SyncBN', requires_grad=False), 8)
+        >>> type(norm).__name__, norm.num_features, norm.weight.requires_grad
+        ('SyncBatchNorm', 8, False)
+        >>> build_norm(dict(type='GN', num_groups=2), 8, 'Net')
+        Traceback (most recent call last):
+        ...
+        ValueError: Net: norm_cfg=... names GroupNorm, not a BatchNorm; the norm must be ...
+    """
+    norm, problem = None, _norm_type_problem(norm_cfg)
+    if problem is None:
+        try:
+            norm = build_norm_layer(dict(norm_cfg), num_features)[1]
+        except Exception as err:  # noqa: BLE001 (e.g. TypeError for an unknown argument)
+            problem = f'cannot be built ({type(err).__name__}: {err})'
+        else:
+            problem = _batchnorm_problem(norm)
+    if problem is not None:
+        raise ValueError(
+            f'{owner or "build_norm"}: norm_cfg={norm_cfg!r} {problem}; the norm must be a '
+            'BatchNorm for 4-D feature maps with affine parameters and running statistics '
+            "(the deploy form selects them per channel), e.g. dict(type='BN') or "
+            "dict(type='SyncBN', requires_grad=True)")
+    if device is not None or dtype is not None:
+        norm.to(device=device, dtype=dtype)
+    return norm
+
+
+def _norm_type_problem(norm_cfg: object) -> str | None:
+    """What is wrong with the ``type`` of a norm config (as mmcv's
+    ``build_norm_layer`` resolves it), or None for a BatchNorm class."""
+    if not isinstance(norm_cfg, dict) or 'type' not in norm_cfg:
+        return 'is not a dict with a "type" key'
+    layer_type = norm_cfg['type']
+    if isinstance(layer_type, type):
+        cls = layer_type
+    else:
+        with MODELS.switch_scope_and_registry(None) as registry:
+            cls = registry.get(layer_type) if isinstance(layer_type, str) else None
+        if cls is None:
+            return f'names no registered norm layer (type {layer_type!r})'
+    if not (isinstance(cls, type) and issubclass(cls, _BatchNorm)):
+        return f'names {getattr(cls, "__name__", cls)}, not a BatchNorm'
+    return None
+
+
+def _batchnorm_problem(norm: _BatchNorm) -> str | None:
+    """Why a built BatchNorm cannot serve as the norm of an mmsfr layer, or None."""
+    if not (norm.affine and norm.track_running_stats):
+        return 'builds a BatchNorm without affine parameters or running statistics'
+    try:
+        norm._check_input_dim(torch.empty(1, 1, 1, 1, device='meta'))
+    except ValueError:
+        return f'builds {type(norm).__name__}, which does not take 4-D feature maps'
+    return None
+
+
+def is_plain_batchnorm(norm: nn.Module) -> bool:
+    """Whether ``norm`` normalises in eval mode exactly as ``nn.BatchNorm2d`` does with
+    its running statistics: a ``_BatchNorm`` (``BatchNorm2d``, ``SyncBatchNorm``,
+    mmengine's ``_BatchNormXd``, ...) that keeps them and whose ``forward`` is
+    torch's. Only such norms are folded, applied as tensors in the inference fast
+    path or handed to the C++ kernels; any other norm runs as its module.
+
+    Example:
+        >>> is_plain_batchnorm(nn.SyncBatchNorm(4)), is_plain_batchnorm(nn.GroupNorm(2, 4))
+        (True, False)
+    """
+    return (isinstance(norm, _BatchNorm) and type(norm).forward in _PLAIN_BN_FORWARDS
+            and norm.running_mean is not None and norm.running_var is not None)
+
+
 #: Tensors from this size on (16 MB of float32) are normalised in place by
 #: :func:`norm_act`: the size from which allocator page faults dominate (measured).
 INPLACE_MIN_NUMEL = 1 << 22
@@ -110,10 +218,11 @@ def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
 EvalNorm = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]
 
 
-def eval_norm(norm: nn.BatchNorm2d) -> EvalNorm | None:
+def eval_norm(norm: nn.Module) -> EvalNorm | None:
     """The tensors of an eval-mode BatchNorm (None when it normalises with batch
-    statistics: training mode or no running statistics)."""
-    if norm.training or norm.running_var is None:
+    statistics, in training mode or without running statistics, or is not a plain
+    BatchNorm, :func:`is_plain_batchnorm`)."""
+    if norm.training or not is_plain_batchnorm(norm):
         return None
     return norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps
 
@@ -204,6 +313,7 @@ class PreActConv(nn.Module):
         stride: Conv stride.
         groups: Conv groups.
         act_cfg: Activation config, e.g. ``dict(type='ReLU')`` or ``dict(type='HSwish')``.
+        norm_cfg: Norm config (:func:`build_norm`), e.g. ``dict(type='SyncBN')``.
 
     Example:
         >>> PreActConv(16, 8, 3, groups=4)(torch.rand(1, 16, 8, 8)).shape
@@ -212,14 +322,15 @@ class PreActConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
                  stride: int = 1, groups: int = 1,
-                 act_cfg: dict | None = dict(type='ReLU')) -> None:
+                 act_cfg: dict | None = dict(type='ReLU'),
+                 norm_cfg: dict = DEFAULT_NORM_CFG) -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f'{type(self).__name__}: groups={groups} must divide in_channels='
                              f'{in_channels} and out_channels={out_channels}')
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.norm = nn.BatchNorm2d(in_channels)
+        self.norm = build_norm(norm_cfg, in_channels, type(self).__name__)
         self.act = build_act(act_cfg)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                               padding=kernel_size // 2, groups=groups, bias=False)
@@ -249,13 +360,19 @@ class CondensingConv(nn.Module):
     Buffers (part of the state_dict, so resuming continues exactly):
         ``_mask``: 0/1, the weight's shape. ``_stage``: stages done. ``_count``: number
         of pruned channels per group (kept for compatibility with released files).
+        The deploy form's ``index`` (int64) is a buffer too: it follows ``.to()``.
+
+    The norm is built from ``norm_cfg`` (:func:`build_norm`) in both forms; the
+    conversion builds the deploy form's modules from it, on the device and in the
+    dtype of the train-time ones.
     """
 
     group_axis: str = ''
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
                  groups: int = 1, factor: int = 1,
-                 act_cfg: dict | None = dict(type='ReLU'), deploy: bool = False) -> None:
+                 act_cfg: dict | None = dict(type='ReLU'), deploy: bool = False,
+                 norm_cfg: dict = DEFAULT_NORM_CFG) -> None:
         super().__init__()
         name = type(self).__name__
         pruned = out_channels if self.group_axis == 'in' else in_channels
@@ -270,11 +387,12 @@ class CondensingConv(nn.Module):
         self.groups = groups
         self.factor = factor
         self.act_cfg = act_cfg
+        self.norm_cfg = norm_cfg
         self.deploy = deploy
         if deploy:
             self._build_deploy()
         else:
-            self.norm = nn.BatchNorm2d(in_channels)
+            self.norm = build_norm(norm_cfg, in_channels, name)
             self.act = build_act(act_cfg)
             self.conv = nn.Conv2d(in_channels, out_channels, kernel_size,
                                   padding=kernel_size // 2, bias=False)
@@ -413,22 +531,35 @@ class CondensingConv(nn.Module):
                                       missing_keys, unexpected_keys, error_msgs)
 
     # ----------------------------------------------------------------- deploy
-    def _build_deploy(self) -> None:
+    def _build_deploy(self, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> None:
+        """Create the deploy form's norm, activation, conv and ``index`` buffer (on
+        ``device``, floating-point tensors in ``dtype``)."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def switch_to_deploy(self, name: str = '') -> None:
-        """Convert in place to the exact deploy form (eval-mode equivalent)."""
+        """Convert in place to the exact deploy form (eval-mode equivalent).
+
+        The new modules are built from ``norm_cfg`` on the device and in the dtype of
+        the train-time ones, and their parameters keep ``requires_grad``.
+        """
         if self.deploy:
             return
         self.check_condensed(name)
         old_norm, old_conv, kept = self.norm, self.conv, self.kept_channels()
         del self.norm, self.conv, self._mask, self._count, self._stage
         self.deploy = True
-        self._build_deploy()
-        self._fill_deploy(old_norm, old_conv.weight.detach(), kept)
+        weight = old_conv.weight
+        self._build_deploy(weight.device, weight.dtype)
+        self.norm.to(dtype=old_norm.weight.dtype)  # e.g. a float32 norm in a half model
+        self._fill_deploy(old_norm, weight.detach(), kept)
+        for new, old in ((self.norm, old_norm), (self.conv, old_conv)):
+            for param, old_param in zip(new.parameters(), old.parameters()):
+                param.requires_grad_(old_param.requires_grad)
         self.train(self.training)  # new submodules start in training mode
 
-    def _fill_deploy(self, norm: nn.BatchNorm2d, weight: torch.Tensor,
+    def _fill_deploy(self, norm: _BatchNorm, weight: torch.Tensor,
                      kept: list[torch.Tensor]) -> None:
         raise NotImplementedError
 
@@ -448,6 +579,7 @@ class LearnedGroupConv(CondensingConv):
         factor: Condense factor C; each group finally keeps ``i / C`` inputs.
         act_cfg: Activation config.
         deploy: Build the converted form (index-select, grouped conv, shuffle).
+        norm_cfg: Norm config (:func:`build_norm`).
 
     Example:
         >>> lgc = LearnedGroupConv(32, 16, groups=4, factor=4).eval()
@@ -475,15 +607,18 @@ class LearnedGroupConv(CondensingConv):
     def selected_channels(self) -> int:
         return self.groups * self.in_channels // self.factor
 
-    def _build_deploy(self) -> None:
+    def _build_deploy(self, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> None:
         n = self.selected_channels
         # Until weights are loaded: group g reads a contiguous block of inputs (a plain
         # group conv when G == C), so a deploy model built from scratch is usable.
-        self.register_buffer('index', torch.arange(n) % self.in_channels)
-        self.norm = nn.BatchNorm2d(n)
+        self.register_buffer('index', torch.arange(n, device=device) % self.in_channels)
+        self.norm = build_norm(self.norm_cfg, n, type(self).__name__, device=device,
+                               dtype=dtype)
         self.act = build_act(self.act_cfg)
         self.conv = nn.Conv2d(n, self.out_channels, self.kernel_size,
-                              padding=self.kernel_size // 2, groups=self.groups, bias=False)
+                              padding=self.kernel_size // 2, groups=self.groups, bias=False,
+                              device=device, dtype=dtype)
 
     def _fill_deploy(self, norm, weight, kept):
         g_, d_out = self.groups, self.out_channels // self.groups
@@ -513,6 +648,7 @@ class SparseFeatureReactivation(CondensingConv):
         factor: Sparse factor S; each group finally updates ``out / S`` old channels.
         act_cfg: Activation config.
         deploy: Build the converted form (shuffle, grouped conv, ``index_add``).
+        norm_cfg: Norm config (:func:`build_norm`).
 
     Example:
         >>> sfr = SparseFeatureReactivation(8, 24, groups=4, factor=4).eval()
@@ -565,14 +701,17 @@ class SparseFeatureReactivation(CondensingConv):
     def reactivated_channels(self) -> int:
         return self.groups * self.out_channels // self.factor
 
-    def _build_deploy(self) -> None:
+    def _build_deploy(self, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> None:
         n = self.reactivated_channels
         # Until weights are loaded: group g updates a contiguous block of old channels.
-        self.register_buffer('index', torch.arange(n) % self.out_channels)
-        self.norm = nn.BatchNorm2d(self.in_channels)
+        self.register_buffer('index', torch.arange(n, device=device) % self.out_channels)
+        self.norm = build_norm(self.norm_cfg, self.in_channels, type(self).__name__,
+                               device=device, dtype=dtype)
         self.act = build_act(self.act_cfg)
         self.conv = nn.Conv2d(self.in_channels, n, self.kernel_size,
-                              padding=self.kernel_size // 2, groups=self.groups, bias=False)
+                              padding=self.kernel_size // 2, groups=self.groups, bias=False,
+                              device=device, dtype=dtype)
 
     def _fill_deploy(self, norm, weight, kept):
         self.norm.load_state_dict(norm.state_dict())
@@ -644,9 +783,12 @@ class CondensingLinear(nn.Module):
         order = self.linear.weight.abs().sum(0).sort(stable=True).indices
         index = order[self.in_features - kept:]
         old = self.linear
-        self.linear = nn.Linear(kept, self.out_features)
+        self.linear = nn.Linear(kept, self.out_features, device=old.weight.device,
+                                dtype=old.weight.dtype)
         self.linear.weight.copy_(old.weight[:, index])
         self.linear.bias.copy_(old.bias)
+        for param, old_param in zip(self.linear.parameters(), old.parameters()):
+            param.requires_grad_(old_param.requires_grad)
         self.register_buffer('index', index.clone())
         self.deploy = True
 

@@ -14,7 +14,7 @@ from mmcv.cnn import ConvModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .condense import bn_affine, eval_affine
+from .condense import bn_affine, eval_affine, is_plain_batchnorm
 
 __all__ = ['fold_affine', 'fold_batchnorm', 'fold_state_dict_norms', 'fuse_conv_module']
 
@@ -102,9 +102,12 @@ def fold_state_dict_norms(state_dict: dict[str, torch.Tensor], prefix: str,
 def fuse_conv_module(module: ConvModule) -> ConvModule:
     """A norm-free ``ConvModule`` equal in eval mode to ``module`` (conv -> BN -> act).
 
-    The result keeps the conv geometry and the activation; its conv gets a bias. A
-    module without a BatchNorm, or with another layer order, is returned unchanged (a
-    GroupNorm or a norm before the conv has nothing to fold into).
+    The result keeps the conv geometry, the activation, the device and dtype and
+    whether the conv is trained (``requires_grad``); its conv gets a bias. Any
+    BatchNorm with running statistics that normalises as ``BatchNorm2d`` in eval mode
+    folds (``SyncBatchNorm`` too, :func:`~.condense.is_plain_batchnorm`). A module
+    without one, or with another layer order, is returned unchanged (a GroupNorm or a
+    norm before the conv has nothing to fold into).
 
     Example:
         >>> cm = ConvModule(8, 16, 3, padding=1, norm_cfg=dict(type='BN')).eval()
@@ -115,7 +118,7 @@ def fuse_conv_module(module: ConvModule) -> ConvModule:
         >>> torch.allclose(fused(x), cm(x), atol=1e-6)
         True
     """
-    if not (module.with_norm and isinstance(module.norm, _BatchNorm)
+    if not (module.with_norm and is_plain_batchnorm(module.norm)
             and tuple(module.order) == FUSABLE_ORDER):
         return module
     conv = module.conv
@@ -129,4 +132,5 @@ def fuse_conv_module(module: ConvModule) -> ConvModule:
     weight, bias = fold_batchnorm(conv.weight, conv.bias, module.norm)
     fused.conv.weight.data.copy_(weight)
     fused.conv.bias.data.copy_(bias)
+    fused.conv.requires_grad_(conv.weight.requires_grad)  # a frozen conv stays frozen
     return fused.train(module.training)

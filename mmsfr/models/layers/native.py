@@ -4,7 +4,9 @@
 ``mmsfr._ext``: fused CPU inference kernels of the deploy CondenseNetV2 dense layer
 (LGC + grouped 3x3 conv in one call, the SE in one, the SFR in one) and of the 2x2
 average pooling between its blocks; see ``mmsfr/csrc/dense_layer.cpp``. They run on
-torch's intra-op threads.
+torch's intra-op threads when built with OpenMP (``setup.py`` adds it where torch runs
+on OpenMP, e.g. Linux); a build without it (e.g. macOS) runs them on one thread, and
+loading it warns when torch uses more.
 When the extension is built, deploy CondenseNetV2 models use it for float32 CPU
 inference (``torch.no_grad`` / ``torch.inference_mode``, eval-mode BatchNorms);
 everything else, and every model when it is missing, runs the PyTorch path, which
@@ -67,7 +69,24 @@ def _load() -> tuple[ModuleType | None, str]:
         warnings.warn(f'mmsfr._ext is out of date ({what}), using PyTorch kernels; '
                       f'rebuild it with `{_REBUILD}`')
         return None, f'out of date (rebuild with `{_REBUILD}`)'
+    _warn_if_serial(ext)
     return ext, 'built'
+
+
+def _warn_if_serial(ext: ModuleType) -> None:
+    """Warn when the kernels of ``ext`` run on one thread while torch uses more.
+
+    ATen's ``parallel_for`` is inline OpenMP code: an extension compiled without
+    ``-fopenmp`` (macOS, or a compiler without OpenMP) runs every parallel loop on the
+    calling thread, which ``parallel_threads`` reports.
+    """
+    threads = torch.get_num_threads()
+    if threads > 1 and ext.parallel_threads(threads) == 1:
+        warnings.warn(
+            f'mmsfr._ext was built without OpenMP, so its C++ kernels run on one thread '
+            f'while torch uses {threads}; set MMSFR_NATIVE=0 to run deploy CondenseNetV2 '
+            'models with PyTorch ops on all threads instead (setup.py builds the kernels '
+            'with OpenMP where torch runs on it, on Linux)')
 
 
 _EXT, STATUS = _load()

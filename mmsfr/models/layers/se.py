@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .condense import DEFAULT_NORM_CFG, build_norm
 from .grouped_conv import inference_fast_path
 
 
@@ -23,6 +24,8 @@ class SqueezeExcitation(nn.Module):
         gate: ``'sigmoid'`` or ``'hsigmoid'`` (``relu6(x + 3) / 6``).
         with_norm: Put a BatchNorm after the squeeze (ShuffleNetV2+) and use 1x1 convs.
         bias: Whether the squeeze/excite layers have biases.
+        norm_cfg: Config of that norm (:func:`~.condense.build_norm`); the Linear
+            form has no norm.
 
     Example:
         >>> se = SqueezeExcitation(32, reduction=16)
@@ -35,7 +38,8 @@ class SqueezeExcitation(nn.Module):
     GATES = ('sigmoid', 'hsigmoid')
 
     def __init__(self, channels: int, reduction: int = 16, gate: str = 'sigmoid',
-                 with_norm: bool = False, bias: bool = False) -> None:
+                 with_norm: bool = False, bias: bool = False,
+                 norm_cfg: dict = DEFAULT_NORM_CFG) -> None:
         super().__init__()
         if gate not in self.GATES:
             raise ValueError(f'SqueezeExcitation: gate={gate!r}; choose one of {self.GATES}')
@@ -47,7 +51,8 @@ class SqueezeExcitation(nn.Module):
         self.with_norm = with_norm
         if with_norm:
             self.fc = nn.Sequential(
-                nn.Conv2d(channels, hidden, 1, bias=bias), nn.BatchNorm2d(hidden),
+                nn.Conv2d(channels, hidden, 1, bias=bias),
+                build_norm(norm_cfg, hidden, type(self).__name__),
                 nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1, bias=bias))
         else:
             self.fc = nn.Sequential(
