@@ -31,7 +31,8 @@ from typing import Any, Iterator, Mapping, Union
 import torch
 
 from .utils.cli import UserError
-from .utils.safe_checkpoint import allow_list_needed, released_checkpoint_globals
+from .utils.safe_checkpoint import (allow_list_needed, released_checkpoint_globals,
+                                    restricted_pickle_module)
 
 PathLike = Union[str, os.PathLike]
 
@@ -153,6 +154,9 @@ def read_checkpoint(path: PathLike, *, what: str = 'checkpoint',
     path = Path(path)
     check_checkpoint_file(path, what)
     try:
+        if not allow_list_needed():  # torch < 2.6: the same allow-list, by find_class
+            return torch.load(str(path), map_location=map_location, weights_only=False,
+                              pickle_module=restricted_pickle_module())
         with _released_globals():
             return torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001  (unpickling fails in many types)

@@ -27,8 +27,12 @@ restricted stand-in instead:
 """
 from __future__ import annotations
 
+import _compat_pickle
 import argparse
+import importlib
 import builtins  # noqa: F401  (used by the examples)
+import pickle
+import types
 from pickle import UnpicklingError
 
 import numpy as np
@@ -198,10 +202,13 @@ def released_checkpoint_globals() -> list:
 
 def _numpy_globals() -> list:
     """numpy's array/scalar reconstruction and numeric dtypes, under every name pickled."""
-    core = np._core if hasattr(np, '_core') else np.core
+    # numpy 2 moved numpy.core to numpy._core (1.26 has a partial numpy._core)
+    multiarray = importlib.import_module(
+        'numpy._core.multiarray' if int(np.__version__.split('.')[0]) >= 2
+        else 'numpy.core.multiarray')
     found: list = [np.ndarray, np.dtype]
     for name in ('_reconstruct', 'scalar'):
-        func = getattr(core.multiarray, name)
+        func = getattr(multiarray, name)
         found += [(func, f'numpy.core.multiarray.{name}'),
                   (func, f'numpy._core.multiarray.{name}')]
     dtypes = getattr(np, 'dtypes', None)
@@ -251,3 +258,67 @@ def allow_mmengine_checkpoints() -> bool:
         return False
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
     return True
+
+
+def latin1_bytes(text, encoding='latin1'):
+    """``_codecs.encode`` as protocol 2 uses it for bytes: a str to latin-1 bytes only."""
+    if type(text) is not str or encoding not in ('latin1', 'latin-1'):
+        raise _refuse(f'_codecs.encode only turns text into latin-1 bytes, got '
+                      f'{type(text).__name__} / {encoding!r}')
+    return text.encode('latin1')
+
+
+def _qualified(entry) -> tuple[str, object]:
+    if isinstance(entry, tuple):
+        obj, name = entry
+        return name, obj
+    return f'{entry.__module__}.{entry.__qualname__}', entry
+
+
+def restricted_pickle_module(extra: list | None = None) -> types.ModuleType:
+    """A ``pickle_module`` for ``torch.load`` that resolves only allow-listed globals.
+
+    For torch releases before 2.6, whose weights-only unpickler takes no extra globals
+    in the ``(object, 'module.qualname')`` form (before 2.4 none at all): the
+    unpickler's ``find_class`` resolves exactly torch's own weights-only allow-list plus
+    the stand-ins of :func:`mmengine_checkpoint_globals` and
+    :func:`released_checkpoint_globals` (and ``extra``), and refuses every other global,
+    so only those callables can be called while loading. Use it as
+    ``torch.load(f, weights_only=False, pickle_module=restricted_pickle_module())``.
+
+    Example:
+        >>> import io
+        >>> buf = io.BytesIO()
+        >>> torch.save({'w': torch.ones(2), 'args': argparse.Namespace(lr=0.1)}, buf)
+        >>> _ = buf.seek(0)
+        >>> torch.load(buf, weights_only=False, pickle_module=restricted_pickle_module())['args']
+        Namespace(lr=0.1)
+    """
+    import torch._weights_only_unpickler as weights_only
+
+    allowed = dict(weights_only._get_allowed_globals())
+    # protocol 2 pickles bytes (e.g. a numpy array's data) as _codecs.encode(text, 'latin1')
+    allowed.setdefault('_codecs.encode', latin1_bytes)
+    for entry in (mmengine_checkpoint_globals() + released_checkpoint_globals()
+                  + list(extra or [])):
+        name, obj = _qualified(entry)
+        allowed[name] = obj
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            # protocol 2 writes Python 2 names (``__builtin__.getattr``): map them
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
+            found = allowed.get(f'{module}.{name}')
+            if found is None:
+                raise _refuse(f'unsupported global {module}.{name}')
+            return found
+
+    def load(file, **kwargs):
+        return Unpickler(file, **kwargs).load()
+
+    module = types.ModuleType('mmsfr_restricted_pickle')
+    module.Unpickler, module.load = Unpickler, load
+    return module

@@ -9,6 +9,7 @@ globals get ``torch`` = a HistoryBuffer whose ``.nn.Parameter`` is ``eval`` (its
 """
 from __future__ import annotations
 
+import argparse
 import pickle
 import struct
 import subprocess
@@ -226,3 +227,28 @@ def test_tampered_history_state_is_refused(what, tmp_path):
         obj, match = _Reduce(bytes, 10 ** 9), 'bytes'
     with pytest.raises(pickle.UnpicklingError, match=match):
         _load({'obj': obj}, tmp_path)
+
+
+# ------------------------------------------------- torch < 2.6: the restricted unpickler
+def test_restricted_pickle_module_refuses_the_gadget_and_reads_real_checkpoints(tmp_path):
+    """The reader torch < 2.6 uses (``find_class`` limited to the same allow-list):
+    tested on every torch by calling it directly."""
+    from mmsfr.utils.safe_checkpoint import restricted_pickle_module
+
+    marker = tmp_path / 'pwned'
+    ckpt = write_gadget(tmp_path / 'gadget.pth', marker)
+    with pytest.raises(pickle.UnpicklingError, match='mmsfr safe loading: '):
+        torch.load(ckpt, weights_only=False, pickle_module=restricted_pickle_module())
+    assert not marker.exists(), 'the pickled code ran'
+
+    runner_ckpt = tmp_path / 'runner.pth'  # mmengine training state and released args
+    from mmengine.logging import HistoryBuffer
+    buffer = HistoryBuffer()
+    buffer.update(1.5)
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'args': argparse.Namespace(lr=0.1),
+                'message_hub': {'log_scalars': {'loss': buffer}}}, runner_ckpt)
+    got = torch.load(runner_ckpt, weights_only=False, pickle_module=restricted_pickle_module())
+    assert torch.equal(got['state_dict']['w'], torch.ones(2))
+    assert got['args'] == argparse.Namespace(lr=0.1)
+    assert type(got['message_hub']['log_scalars']['loss']) is HistoryBuffer
+    assert got['message_hub']['log_scalars']['loss'].current() == 1.5
