@@ -7,15 +7,33 @@ model, hook and transform in mmengine's root registries (visible from both the
 
     custom_imports = dict(imports=['mmsfr'], allow_failed_imports=False)
 """
-from .utils.version_check import check_versions
-from .version import __version__
+import warnings as _warnings
 
-check_versions()
+# The OpenMMLab stack may import pkg_resources, whose import warns that it is deprecated
+# (setuptools < 81 is needed to build mmcv). While the stack is imported here exactly
+# that message is ignored; afterwards exactly these filters are removed again, so the
+# filters the stack itself installs stay (catch_warnings() would undo them). The tools
+# do the same for their whole run: mmsfr.utils.cli.quiet_pkg_resources.
+_QUIET = []
+for _category in (UserWarning, DeprecationWarning):
+    _warnings.filterwarnings('ignore', message=r'pkg_resources is deprecated as an API',
+                             category=_category)
+    _QUIET.append(_warnings.filters[0])
+try:
+    from .utils.version_check import check_versions
+    from .version import __version__
 
-from .utils.safe_checkpoint import allow_mmengine_checkpoints  # noqa: E402
+    check_versions()
 
-allow_mmengine_checkpoints()
+    from .utils.safe_checkpoint import allow_mmengine_checkpoints
 
-from . import datasets, engine, models  # noqa: E402,F401
+    allow_mmengine_checkpoints()
+
+    from . import datasets, engine, models  # noqa: F401
+finally:
+    for _entry in _QUIET:
+        if _entry in _warnings.filters:
+            _warnings.filters.remove(_entry)
+    del _QUIET, _category, _entry
 
 __all__ = ['__version__']

@@ -13,3 +13,24 @@ model = dict(
               add_extra_convs='on_output', num_outs=5),
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2,
                    anchor_generator=dict(octave_base_scale=2)))
+
+# Test-time augmentation for `tools/test.py ... --tta` (mmdet's pattern, as in
+# mmdet::retinanet/retinanet_tta.py): each test image at three scales, each also
+# flipped; DetTTAModel merges the six predictions with NMS.
+tta_model = dict(
+    type='DetTTAModel',
+    tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+tta_pipeline = [
+    dict(type='LoadImageOrSkip', skip=False),
+    dict(type='TestTimeAug',
+         transforms=[
+             [dict(type='Resize', scale=(128, 128), keep_ratio=True),
+              dict(type='Resize', scale=(96, 96), keep_ratio=True),
+              dict(type='Resize', scale=(160, 160), keep_ratio=True)],
+             [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+             [dict(type='LoadAnnotations', with_bbox=True)],
+             [dict(type='PackDetInputs',
+                   meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                              'scale_factor', 'flip', 'flip_direction'))],
+         ]),
+]

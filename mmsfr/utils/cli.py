@@ -5,6 +5,12 @@ cannot be written) is printed as a single line ``error: ...`` naming the file or
 and what to do, and the tool exits with status 1. ``--debug`` on the command line (every
 tool accepts it) or ``MMSFR_DEBUG=1`` in the environment re-raises it with its traceback
 instead. Other exceptions are bugs and always keep their traceback.
+
+While a tool runs, setuptools' notice that ``pkg_resources`` is deprecated is silenced
+(:func:`quiet_pkg_resources`): mmengine imports (and reloads) ``pkg_resources`` each
+time it reads a config with a ``mmdet::`` / ``mmpretrain::`` base, and setuptools < 81
+is needed to build mmcv, so the notice would otherwise follow every tool run. Only that
+message is filtered, and only for the duration of the tool's ``main``.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import contextlib
 import functools
 import os
 import sys
+import warnings
 from typing import Callable, Iterator, Sequence
 
 #: Environment variable that turns on tracebacks for user errors (any value but
@@ -30,6 +37,42 @@ class UserError(Exception):
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UserError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
     NotADirectoryError, PermissionError)
+
+
+#: Start of setuptools' deprecation notice for ``pkg_resources`` (a regular expression
+#: matched at the start of the warning's message); nothing else is filtered.
+PKG_RESOURCES_WARNING = r'pkg_resources is deprecated as an API'
+
+
+@contextlib.contextmanager
+def quiet_pkg_resources() -> Iterator[None]:
+    """Silence setuptools' ``pkg_resources is deprecated`` warning inside the block.
+
+    The filter matches that message only (as a ``UserWarning``, setuptools >= 80, or a
+    ``DeprecationWarning``, older setuptools); every other warning is shown as before.
+    On leaving the block exactly the filters added here are removed: unlike
+    ``warnings.catch_warnings()``, filters that modules imported inside the block
+    install (torch and numpy add some) stay in place.
+
+    Example:
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter('always')
+        ...     with quiet_pkg_resources():
+        ...         warnings.warn('pkg_resources is deprecated as an API. See ...')
+        ...         warnings.warn('another warning')
+        >>> [str(w.message) for w in seen]
+        ['another warning']
+    """
+    added = []
+    for category in (UserWarning, DeprecationWarning):
+        warnings.filterwarnings('ignore', message=PKG_RESOURCES_WARNING, category=category)
+        added.append(warnings.filters[0])
+    try:
+        yield
+    finally:
+        for entry in added:
+            with contextlib.suppress(ValueError):  # already gone with a restored list
+                warnings.filters.remove(entry)
 
 
 def add_debug_arg(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +139,8 @@ def not_written(out) -> Iterator[None]:
 def tool_main(func: Callable[..., int | None]) -> Callable[..., int]:
     """Decorate a tool's ``main(argv=None) -> int``; see the module docstring.
 
+    ``main`` runs inside :func:`quiet_pkg_resources`.
+
     Example:
         >>> @tool_main
         ... def main(argv=None):
@@ -108,7 +153,8 @@ def tool_main(func: Callable[..., int | None]) -> Callable[..., int]:
     def wrapper(argv: Sequence[str] | None = None) -> int:
         args = list(sys.argv[1:] if argv is None else argv)
         try:
-            code = func(args)
+            with quiet_pkg_resources():
+                code = func(args)
         except USER_ERRORS as err:
             if debug_enabled(args):
                 raise
