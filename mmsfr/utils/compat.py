@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ['TORCH_VERSION', 'is_compiling', 'needs_weights_only_allow_list']
+__all__ = ['TORCH_VERSION', 'is_compiling', 'is_exporting', 'needs_weights_only_allow_list']
 
 #: ``(major, minor)`` of the running torch.
 TORCH_VERSION: tuple[int, int] = tuple(
@@ -20,6 +20,14 @@ def is_compiling() -> bool:
     if compiler is not None and hasattr(compiler, 'is_compiling'):
         return compiler.is_compiling()
     return torch._dynamo.is_compiling()
+
+
+def is_exporting() -> bool:
+    """Whether ``torch.export`` (which the ONNX exporter drives) is tracing the caller
+    (``torch.compiler.is_exporting``, torch >= 2.5; False before)."""
+    compiler = getattr(torch, 'compiler', None)
+    return bool(compiler is not None and hasattr(compiler, 'is_exporting')
+                and compiler.is_exporting())
 
 
 def needs_weights_only_allow_list() -> bool:

@@ -439,3 +439,43 @@ def test_detector_config_exports_its_backbone(cdnv2_a_deploy):
     module = load_export_module(REPO / CDNV2_A_DEPLOY, cdnv2_a_deploy, backbone_only=True)
     assert module.output_names == ('feat4', ) and module.net is not None
     assert build_from_config(CDNV2_A_DEPLOY).backbone.out_indices == (4, )
+
+
+# ------------------------------------------------- any valid deploy model exports exactly
+@pytest.mark.parametrize('arch', ['0.5x', '1.0x', '1.5x'])
+def test_freshly_built_sfr_shufflenet_deploy_model_exports_exactly(arch, tmp_path):
+    """A deploy model built directly has identity SFR indices (each group reactivates a
+    contiguous block, in order). onnxscript's optimizer takes a scatter-add with such
+    indices for a copy of its updates; the export must still give the PyTorch sums."""
+    module = ExportModule(SFRShuffleNetV2(arch=arch, deploy=True, out_indices=(1, 2, 3)))
+    module.eval()
+    sfr = [m for m in module.modules() if isinstance(m, SparseFeatureReactivation)]
+    assert all(torch.equal(m.index, torch.arange(len(m.index))) for m in sfr)
+    result = export_verified(module, tmp_path / 'fresh.onnx', (64, 64), rtol=1e-5)
+    assert (tmp_path / 'fresh.onnx').exists() and result.reports
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_random_weights_and_random_sfr_indices_with_repeats_export_exactly(seed, tmp_path):
+    """Property: any valid deploy SFR model (random weights, BN statistics and SFR
+    indices, repeats and identity stretches included) exports within 1e-5."""
+    g = torch.Generator().manual_seed(seed)
+    cls, arch = [(SFRShuffleNetV2, dict(SHUFFLE, sfr_factors=(4, 8, 8))),
+                 (SFRShuffleNetV2Plus, dict(PLUS, sfr_factors=(4, 4, 8, 8))),
+                 (CondenseNetV2, dict(DENSE, sparse_factor=4, hs_from=1, se_from=2))][seed]
+    model = cls(arch=arch, deploy=True, out_indices=(1, 2)).eval()
+    randomise_bn(model, seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        for m in model.modules():
+            if isinstance(m, SparseFeatureReactivation):
+                n, out = len(m.index), m.out_channels
+                kind = torch.randint(0, 3, (1,), generator=g).item()
+                index = (torch.arange(n) if kind == 0 else  # identity
+                         torch.randint(0, out, (n,), generator=g) if kind == 1 else  # repeats
+                         torch.full((n,), int(torch.randint(0, out, (1,), generator=g))))
+                m.index.copy_(index)
+    module = ExportModule(model)
+    result = export_verified(module, tmp_path / 'random.onnx', (64, 64), rtol=1e-5)
+    assert max(r.max_rel_diff for r in result.reports) <= 1e-5

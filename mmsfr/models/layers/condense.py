@@ -39,6 +39,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .grouped_conv import grouped_conv2d, grouped_pointwise, inference_fast_path
 from .shuffle import channel_shuffle
+from ...utils.compat import is_exporting
 
 
 def condensation_stage(progress: float, factor: int) -> int:
@@ -670,6 +671,12 @@ class SparseFeatureReactivation(CondensingConv):
 
     def forward(self, x: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         if self.deploy:
+            if is_exporting():
+                # The same sum, as old + scatter-add into zeros: onnxscript's optimizer
+                # (0.7) takes a ScatterND(add) whose indices cover the whole axis in
+                # order (a freshly built deploy SFR) for a copy of its updates, which is
+                # right only when the scattered-into tensor is zero.
+                return old + torch.zeros_like(old).index_add(1, self.index, self.update(x))
             return old.index_add(1, self.index, self.update(x))
         return old + self.update(x)
 
