@@ -18,6 +18,7 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...checkpoint import strip_module_prefix
 from .base import FreezableBackbone, resolve_out_indices
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       SqueezeExcitation, avg_pool2x2, convert_to_deploy, inference_fast_path)
@@ -584,8 +585,7 @@ def convert_official_condensenet(state_dict: dict[str, torch.Tensor],
     # CondenseNetV2 has an SE + hidden fc before its classifier; v1 a single Linear.
     v1_classifier = not any(k.endswith(('se_last.fc.0.weight', 'fc.weight'))
                             and 'denseblock' not in k for k in state_dict)
-    for key, value in state_dict.items():
-        key = key[len('module.'):] if key.startswith('module.') else key
+    for key, value in strip_module_prefix(state_dict).items():
         m = _OFFICIAL_LAYER.match(key)
         if m:
             block, layer, rest = int(m[1]) - 1, int(m[2]) - 1, m[3]

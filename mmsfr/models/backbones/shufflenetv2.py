@@ -45,6 +45,7 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...checkpoint import strip_module_prefix
 from .base import FreezableBackbone, resolve_out_indices
 from ..layers import (FastMaxPool2d, SparseFeatureReactivation, SqueezeExcitation,
                       channel_shuffle, convert_to_deploy, fuse_conv_module,
@@ -861,11 +862,6 @@ _TV_UNIT = re.compile(r'^stage(\d+)\.(\d+)\.branch([12])\.(\d+)\.(.+)$')
 _TV_BRANCH2 = {0: '0.conv', 1: '0.bn', 3: '1.conv', 4: '1.bn', 5: '2.conv', 6: '2.bn'}
 
 
-def _strip_module(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {(k[len('module.'):] if k.startswith('module.') else k): v
-            for k, v in state_dict.items()}
-
-
 def _describe_source(sd: dict[str, torch.Tensor]) -> str:
     """Name the family of a (prefix-stripped) ShuffleNet state_dict, for errors."""
     if 'conv1.0.weight' in sd and any(k.startswith('stage2.') for k in sd):
@@ -959,7 +955,7 @@ def convert_official_shufflenetv2(state_dict: dict[str, torch.Tensor],
         ValueError: if the input is not a megvii ShuffleNetV2 checkpoint (naming what it
             is instead) or its width differs from ``arch``.
     """
-    sd = _strip_module(state_dict)
+    sd = strip_module_prefix(state_dict)
     what = 'convert_official_shufflenetv2'
     if 'first_conv.0.weight' not in sd or 'conv_last.0.weight' not in sd:
         raise ValueError(f'{what} expects a megvii ShuffleNetV2 state_dict, got '
@@ -1002,7 +998,7 @@ def convert_official_shufflenetv2plus(
         ValueError: if the input is not a megvii ShuffleNetV2+ checkpoint, or its width
             or unit types differ from ``arch`` / ``unit_choices``.
     """
-    sd = _strip_module(state_dict)
+    sd = strip_module_prefix(state_dict)
     what = 'convert_official_shufflenetv2plus'
     if 'first_conv.0.weight' not in sd or 'LastSE.SE_opr.1.weight' not in sd:
         raise ValueError(f'{what} expects a megvii ShuffleNetV2+ state_dict, got '
@@ -1048,7 +1044,7 @@ def convert_torchvision_shufflenetv2(state_dict: dict[str, torch.Tensor],
         ValueError: if the input is not a torchvision ShuffleNetV2 state_dict or its
             width differs from ``arch``.
     """
-    sd = _strip_module(state_dict)
+    sd = strip_module_prefix(state_dict)
     what = 'convert_torchvision_shufflenetv2'
     if 'conv1.0.weight' not in sd or 'conv5.0.weight' not in sd:
         raise ValueError(f'{what} expects a torchvision ShuffleNetV2 state_dict, got '
