@@ -91,15 +91,6 @@ def _refusal(err: BaseException) -> str | None:
     return found[1].strip()[:160] if found else 'objects that are not plain weights'
 
 
-@contextlib.contextmanager
-def _released_globals() -> Iterator[None]:
-    if allow_list_needed():
-        with torch.serialization.safe_globals(released_checkpoint_globals()):
-            yield
-    else:
-        yield
-
-
 def check_checkpoint_file(path: PathLike, what: str = 'checkpoint') -> None:
     """File-level checks of a checkpoint, without unpickling anything.
 
@@ -154,18 +145,14 @@ def read_checkpoint(path: PathLike, *, what: str = 'checkpoint',
     path = Path(path)
     check_checkpoint_file(path, what)
     try:
-        if not allow_list_needed():  # torch < 2.6: the same allow-list, by find_class
-            return torch.load(str(path), map_location=map_location, weights_only=False,
-                              pickle_module=restricted_pickle_module())
-        with _released_globals():
-            return torch.load(str(path), map_location=map_location, weights_only=True)
+        if allow_list_needed():
+            with torch.serialization.safe_globals(released_checkpoint_globals()):
+                return torch.load(str(path), map_location=map_location, weights_only=True)
+        # torch < 2.6: the same allow-list, applied by the unpickler's find_class
+        return torch.load(str(path), map_location=map_location, weights_only=False,
+                          pickle_module=restricted_pickle_module())
     except Exception as err:  # noqa: BLE001  (unpickling fails in many types)
         refused = _refusal(err) if isinstance(err, UnpicklingError) else None
-        if refused is not None and not allow_list_needed() and 'mmengine' in str(err):
-            raise CheckpointError(
-                f'{what} {path} holds mmengine training state, which torch '
-                f'{torch.__version__} cannot read with weights_only=True (torch >= 2.6 can); '
-                'upgrade torch, or save its state_dict alone from a file you trust') from err
         if refused is not None:
             raise CheckpointError(
                 f'refusing to load {what} {path}: it pickles objects a weights-only load '
@@ -179,16 +166,12 @@ def read_checkpoint(path: PathLike, *, what: str = 'checkpoint',
 def check_loadable(path: PathLike, what: str = 'checkpoint') -> None:
     """Check a checkpoint before mmengine loads it itself (``load_from``, resume).
 
-    With torch >= 2.6 mmengine loads with ``weights_only=True`` (through mmsfr's
-    allow-list), so the file is read here the same way (:func:`read_checkpoint`) and a
-    refusal or a damaged file is reported in one line before anything starts. Older
-    torch unpickles fully by default and cannot read mmengine's training state
-    weights-only, so only the file-level checks run (:func:`check_checkpoint_file`).
+    The file is read the restricted way (:func:`read_checkpoint`), so a refused global
+    or a damaged file is reported in one line before anything starts. With torch >= 2.6
+    mmengine's own load is weights-only too; before 2.6 it unpickles fully, and this
+    read is what keeps a crafted file from reaching it.
     """
-    if allow_list_needed():
-        read_checkpoint(path, what=what)
-    else:
-        check_checkpoint_file(path, what)
+    read_checkpoint(path, what=what)
 
 
 def find_state_dict(checkpoint: Any, path: PathLike = 'checkpoint',

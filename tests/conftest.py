@@ -65,6 +65,8 @@ SMOKE = (
     'test_detection/test_train_iterations.py',
     'test_utils/test_safe_checkpoint.py',
     'test_reliability/test_checkpoint_security.py::test_restricted_pickle_module',
+    'test_reliability/test_checkpoint_security.py::test_train_refuses_a_gadget',
+    'test_reliability/test_checkpoint_security.py::test_every_tool_refuses_the_gadget',
 )
 
 

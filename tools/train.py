@@ -17,7 +17,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmsfr  # noqa: F401  (registers models; allows mmengine checkpoints)
-from mmsfr.checkpoint import check_writable_dir
+from mmsfr.checkpoint import check_loadable, check_writable_dir
 from mmsfr.utils.cli import tool_main
 from mmsfr.utils.config_check import check_config, check_resume_checkpoint
 from mmsfr.utils.dist import close_dist
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     check_config(cfg, args.config)
     if cfg.get('resume'):
         check_resume_checkpoint(cfg, args.config)
+    elif cfg.get('load_from') and '://' not in str(cfg.load_from):
+        check_loadable(cfg.load_from, what='load_from checkpoint')  # before mmengine loads it
     prepare_launcher(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

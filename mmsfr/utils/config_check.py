@@ -287,8 +287,8 @@ def check_resume_checkpoint(cfg: Config, path: str = '') -> None:
 
     The checkpoint is ``cfg.load_from``, or with ``--resume`` alone the latest one of the
     work dir (none: training starts afresh, as mmengine does). The config's model is
-    built and the checkpoint's weights loaded into it strictly (torch >= 2.6; older
-    torch cannot read mmengine's training state weights-only: file checks only).
+    built and the checkpoint's weights loaded into it strictly. The file is read the
+    restricted way (:func:`~mmsfr.checkpoint.read_checkpoint`) on every torch.
 
     Raises:
         UserError: naming the checkpoint and the config when it cannot be read or was
@@ -297,17 +297,13 @@ def check_resume_checkpoint(cfg: Config, path: str = '') -> None:
     from mmengine.registry import MODELS, DefaultScope
     from mmengine.runner import find_latest_checkpoint
 
-    from ..checkpoint import CheckpointError, check_loadable, load_weights, read_state_dict
+    from ..checkpoint import CheckpointError, load_weights, read_state_dict
     from .cli import UserError
-    from .safe_checkpoint import allow_list_needed
 
     ckpt = cfg.get('load_from')
     if ckpt is None:
         ckpt = find_latest_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
     if ckpt is None or _is_remote(str(ckpt)):
-        return
-    if not allow_list_needed():  # older torch: no weights-only read of training state
-        check_loadable(ckpt, what='--resume checkpoint')
         return
     state_dict = read_state_dict(ckpt, what='--resume checkpoint')
     model_cfg = copy.deepcopy(cfg.model)

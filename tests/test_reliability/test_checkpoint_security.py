@@ -129,7 +129,7 @@ def _tool_args(tool: str, digits: Path, ckpt: Path, tmp: Path) -> list:
 
 @pytest.mark.parametrize('tool', ['convert_to_deploy', 'official_to_mmsfr',
                                   'plot_connectivity', 'export_onnx',
-                                  pytest.param('test', marks=NEEDS_ALLOW_LIST)])
+                                  'test'])
 def test_every_tool_refuses_the_gadget_and_runs_nothing(tool, digits, tmp_path):
     marker = tmp_path / 'pwned'
     ckpt = write_gadget(tmp_path / 'gadget.pth', marker)
@@ -141,6 +141,21 @@ def test_every_tool_refuses_the_gadget_and_runs_nothing(tool, digits, tmp_path):
     assert len(lines) == 1 and f'refusing to load checkpoint {ckpt}' in lines[0], out.stderr
     assert 'getattr' in lines[0]  # what was refused is named
     assert not [p for p in tmp_path.iterdir() if p.name not in ('gadget.pth', 'work')]
+
+
+@pytest.mark.parametrize('how', ['load_from', 'resume'])
+def test_train_refuses_a_gadget_given_as_load_from_or_resume(how, digits, tmp_path):
+    """tools/train.py reads the checkpoint restricted before mmengine loads it (which on
+    torch < 2.6 would unpickle it fully)."""
+    marker = tmp_path / 'pwned'
+    ckpt = write_gadget(tmp_path / 'gadget.pth', marker)
+    extra = (['--cfg-options', f'load_from={ckpt}'] if how == 'load_from'
+             else ['--resume', ckpt])
+    out = run('tools/train.py', digits, '--work-dir', tmp_path / 'work', *extra)
+    assert not marker.exists(), 'the pickled code ran'
+    lines = error_lines(out.stderr)
+    assert out.returncode == 1 and len(lines) == 1, out.stderr[-2000:]
+    assert 'refusing to load' in lines[0] and str(ckpt) in lines[0]
 
 
 @NEEDS_ALLOW_LIST
