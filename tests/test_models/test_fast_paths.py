@@ -15,7 +15,7 @@ from mmsfr.models.layers import (FastMaxPool2d, SqueezeExcitation, avg_pool2x2,
                                  condense_model, fold_batchnorm, fuse_conv_module,
                                  grouped_conv2d, grouped_pointwise, inference_fast_path,
                                  max_pool3x3s2, native_kernels)
-from mmsfr.models.layers.condense import (affine_act_, channel_affine, eval_norm,
+from mmsfr.models.layers.condense import (affine_act_, eval_affine, eval_norm,
                                           eval_norm_act_)
 from mmsfr.models.layers.shuffle import channel_shuffle
 from mmsfr.testing import rel_diff
@@ -101,7 +101,8 @@ def test_affine_act_equals_eval_norm_then_activation(owned, act_):
     x = torch.randn(2, 6, 5, 4)
     ref = act_(bn(x))
     keep = x.clone()
-    y = affine_act_(x, *channel_affine(bn), act_, owned=owned)
+    scale, shift = (t.view(-1, 1, 1) for t in eval_affine(bn))
+    y = affine_act_(x, scale, shift, act_, owned=owned)
     assert rel_diff(y, ref) < 1e-6
     assert (y.data_ptr() == x.data_ptr()) is owned  # owned: overwritten, else untouched
     if not owned:

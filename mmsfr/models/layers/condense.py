@@ -252,13 +252,13 @@ def affine_act_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
 
     A multiply and an add in place run faster on CPU than ``torch.batch_norm`` and
     than one broadcasting ``addcmul``, at every size measured from 7x7 to detection
-    maps, once the scale and shift are computed; precompute them where a module is
-    applied many times.
+    maps, once the scale and shift are computed (an O(C) step; :func:`eval_norm_act_`
+    does it on every call, from the BN's current tensors).
 
     Example:
         >>> bn = nn.BatchNorm2d(4).eval()
         >>> _ = nn.init.uniform_(bn.running_var, 0.5, 2.0)
-        >>> scale, shift = channel_affine(bn)
+        >>> scale, shift = (t.view(-1, 1, 1) for t in eval_affine(bn))
         >>> x = torch.randn(1, 4, 5, 5)
         >>> torch.allclose(affine_act_(x, scale, shift, torch.relu_), bn(x).relu(), atol=1e-6)
         True
@@ -296,12 +296,6 @@ def bn_affine(weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
 def eval_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, shift)`` with ``norm(x) == x * scale + shift`` per channel in eval mode."""
     return bn_affine(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
-
-
-def channel_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`eval_affine` shaped ``(C, 1, 1)``, the form :func:`affine_act_` takes."""
-    scale, shift = eval_affine(norm)
-    return scale.view(-1, 1, 1), shift.view(-1, 1, 1)
 
 
 class PreActConv(nn.Module):
