@@ -1,11 +1,16 @@
-"""Helpers for tests and benchmarks: deterministic non-trivial model states."""
+"""Helpers for tests, benchmarks and checks: deterministic non-trivial model
+states, the parity measure, a tiny demo run."""
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['randomise_bn', 'rel_diff']
+__all__ = ['randomise_bn', 'rel_diff', 'tiny_demo_config']
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -64,3 +69,46 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
         0.25
     """
     return ((a - b).abs().max() / b.abs().max()).item()
+
+
+#: The checkout holding ``tools/`` and ``configs/`` (as :func:`mmsfr.apis.build_from_config`).
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_demo_config(work: Path, train: int, val: int, size: int, seed: int = 0) -> Path:
+    """A RetinaNet demo run small enough for a test: data, then its config.
+
+    Generates ``train`` + ``val`` shapes images of ``size`` pixels under ``work/shapes``
+    (``tools/misc/make_demo_coco.py``) and writes ``work/tiny_demo.py``: the demo config
+    (``configs/demo/retinanet_condensenetv2_demo.py``) on that data, one epoch of batch 2
+    with a validation at its end, no loader workers, a log line per iteration, and every
+    box kept (an untrained detector scores low; COCO needs something to score).
+
+    Returns:
+        The config's path.
+
+    Raises:
+        RuntimeError: with the generator's error output when it fails.
+    """
+    data = Path(work) / 'shapes'
+    made = subprocess.run([sys.executable, str(_REPO / 'tools/misc/make_demo_coco.py'), '--out',
+                           str(data), '--train', str(train), '--val', str(val), '--size',
+                           str(size), '--seed', str(seed)],
+                          capture_output=True, text=True, timeout=600)
+    if made.returncode != 0:
+        raise RuntimeError(f'make_demo_coco.py failed: {made.stderr[-2000:]}')
+    root = data.as_posix()
+    cfg = Path(work) / 'tiny_demo.py'
+    cfg.write_text(
+        f"_base_ = ['{(_REPO / 'configs/demo/retinanet_condensenetv2_demo.py').as_posix()}']\n"
+        f"train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "
+        f"dataset=dict(data_root='{root}/'))\n"
+        f"val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "
+        f"dataset=dict(data_root='{root}/'))\n"
+        "test_dataloader = val_dataloader\n"
+        f"val_evaluator = dict(ann_file='{root}/annotations/instances_val.json')\n"
+        "test_evaluator = val_evaluator\n"
+        "train_cfg = dict(max_epochs=1, val_interval=1)\n"
+        "default_hooks = dict(logger=dict(interval=1))\n"
+        "model = dict(test_cfg=dict(score_thr=0.0))\n")
+    return cfg

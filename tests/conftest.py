@@ -5,8 +5,10 @@ import argparse
 import io
 import lzma
 import os
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +40,56 @@ def load_fixture(name: str):
 def fixture_path(name: str) -> Path:
     load_fixture(name)  # skip / fail consistently
     return fixtures_dir() / name
+
+
+# ----------------------------------------------- shared by the tool and reliability tests
+#: The small CIFAR-style CondenseNetV2 of the digits demo: train-time and deploy config.
+DIGITS_TRAIN_CFG = REPO / 'configs/pretrain/condensenetv2/condensenetv2-cifar-digits_1xb64_digits.py'
+DIGITS_DEPLOY_CFG = REPO / 'configs/pretrain/condensenetv2/condensenetv2-cifar-digits_deploy_digits.py'
+
+
+def without_warnings(stderr: str) -> list[str]:
+    """stderr lines minus Python warnings (``file:line: XWarning: ...`` + source line),
+    which imports of the OpenMMLab stack print."""
+    out, skip = [], False
+    for line in stderr.strip().splitlines():
+        if re.match(r'^\S+:\d+: \w*Warning: ', line):
+            skip = True
+            continue
+        if skip and line.startswith(' '):
+            continue
+        skip = False
+        out.append(line)
+    return out
+
+
+def write_image(path: Path, rng) -> None:
+    """A random 16x16 RGB PNG at ``path`` (parents created)."""
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
+
+
+def write_digits_folder(root: Path) -> Path:
+    """A 10-class folder dataset under ``root`` (``train``/``val``, one image a class)."""
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        for label in range(10):
+            write_image(root / split / str(label) / '0.png', rng)
+    return root
+
+
+def digits_config(path: Path, root: Path, extra: str = '') -> Path:
+    """:data:`DIGITS_TRAIN_CFG` on the folder dataset at ``root``, no loader workers."""
+    path.write_text(
+        f"_base_ = ['{DIGITS_TRAIN_CFG.as_posix()}']\n"
+        f"data_root = '{root.as_posix()}'\n"
+        'train_dataloader = dict(num_workers=0, persistent_workers=False, '
+        'dataset=dict(data_root=data_root))\n'
+        'val_dataloader = dict(num_workers=0, persistent_workers=False, '
+        'dataset=dict(data_root=data_root))\n'
+        'test_dataloader = val_dataloader\n' + extra)
+    return path
 
 
 #: The smoke subset (``pytest -m smoke``), which ``make test-oldest`` runs on the oldest

@@ -5,33 +5,13 @@ import subprocess
 import sys
 
 from conftest import REPO
-
-DEMO = REPO / 'configs/demo/retinanet_condensenetv2_demo.py'
+from mmsfr.testing import tiny_demo_config
 
 
 def _tiny_config(tmp_path):
-    """A demo config on 4 + 2 generated 64x64 images (2 iterations of batch 2)."""
-    data = tmp_path / 'shapes'
-    made = subprocess.run([sys.executable, 'tools/misc/make_demo_coco.py', '--out', str(data),
-                           '--train', '4', '--val', '2', '--size', '64', '--seed', '3'],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr[-2000:]
-    root = data.as_posix()
-    cfg = tmp_path / 'cfg.py'
-    cfg.write_text(
-        f"_base_ = ['{DEMO.as_posix()}']\n"
-        f"train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "
-        f"dataset=dict(data_root='{root}/'))\n"
-        f"val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "
-        f"dataset=dict(data_root='{root}/'))\n"
-        "test_dataloader = val_dataloader\n"
-        f"val_evaluator = dict(ann_file='{root}/annotations/instances_val.json')\n"
-        "test_evaluator = val_evaluator\n"
-        "train_cfg = dict(max_epochs=1, val_interval=1)\n"
-        "default_hooks = dict(logger=dict(interval=1))\n"
-        # An untrained detector scores low: keep every box so COCO has something to score.
-        "model = dict(test_cfg=dict(score_thr=0.0))\n")
-    return cfg
+    """The demo on 4 + 2 generated 64x64 images: 2 iterations of batch 2."""
+    cfg = tiny_demo_config(tmp_path, train=4, val=2, size=64, seed=3)
+    return cfg.rename(tmp_path / 'cfg.py')
 
 
 def test_two_iterations_through_train_py(tmp_path):

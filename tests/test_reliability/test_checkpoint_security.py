@@ -21,10 +21,9 @@ import pytest
 import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 
-from conftest import REPO
+from conftest import DIGITS_DEPLOY_CFG, REPO, digits_config, write_digits_folder
 
-TRAIN_CFG = REPO / 'configs/pretrain/condensenetv2/condensenetv2-cifar-digits_1xb64_digits.py'
-DEPLOY_CFG = REPO / 'configs/pretrain/condensenetv2/condensenetv2-cifar-digits_deploy_digits.py'
+DEPLOY_CFG = DIGITS_DEPLOY_CFG
 NEEDS_ALLOW_LIST = pytest.mark.skipif(
     tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) < (2, 6),
     reason='torch < 2.6 unpickles fully by default (mmengine loads with it)')
@@ -93,25 +92,8 @@ def error_lines(stderr: str) -> list[str]:
 @pytest.fixture(scope='module')
 def digits(tmp_path_factory):
     """A 10-class folder dataset (one 16x16 image a class) and a config on it."""
-    from PIL import Image
-    root = tmp_path_factory.mktemp('digits')
-    rng = np.random.default_rng(0)
-    for split in ('train', 'val'):
-        for label in range(10):
-            folder = root / split / str(label)
-            folder.mkdir(parents=True)
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-                folder / '0.png')
-    cfg = root / 'digits_cfg.py'
-    cfg.write_text(
-        f"_base_ = ['{TRAIN_CFG.as_posix()}']\n"
-        f"data_root = '{root.as_posix()}'\n"
-        'train_dataloader = dict(num_workers=0, persistent_workers=False, '
-        'dataset=dict(data_root=data_root))\n'
-        'val_dataloader = dict(num_workers=0, persistent_workers=False, '
-        'dataset=dict(data_root=data_root))\n'
-        'test_dataloader = val_dataloader\n')
-    return cfg
+    root = write_digits_folder(tmp_path_factory.mktemp('digits'))
+    return digits_config(root / 'digits_cfg.py', root)
 
 
 def _tool_args(tool: str, digits: Path, ckpt: Path, tmp: Path) -> list:

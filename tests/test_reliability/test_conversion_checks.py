@@ -9,18 +9,17 @@ the train-time form on a random input, and writes nothing unless all are exact.
 from __future__ import annotations
 
 import importlib.util
-import re
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
+from conftest import DIGITS_TRAIN_CFG, REPO, without_warnings
 from mmsfr.apis import build_from_config, deploy_checkpoint
 from mmsfr.models import condense_model
 from mmsfr.models.layers import LearnedGroupConv
 
-TRAIN_CFG = REPO / 'configs/pretrain/condensenetv2/condensenetv2-cifar-digits_1xb64_digits.py'
+TRAIN_CFG = DIGITS_TRAIN_CFG
 LAYER = 'backbone.blocks.0.0.conv_1'
 
 
@@ -39,21 +38,6 @@ def condensed_state():
     model = build_from_config(TRAIN_CFG)
     condense_model(model, 1.0)
     return model.state_dict()
-
-
-def without_warnings(stderr: str) -> list[str]:
-    """stderr lines minus Python warnings (``file:line: XWarning: ...`` + source line)."""
-    lines, out = stderr.strip().splitlines(), []
-    skip = False
-    for line in lines:
-        if re.match(r'^\S+:\d+: \w*Warning: ', line):
-            skip = True
-            continue
-        if skip and line.startswith(' '):
-            continue
-        skip = False
-        out.append(line)
-    return out
 
 
 def _convert(tool, capsys, state, tmp_path):

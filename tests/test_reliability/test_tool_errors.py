@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import (DIGITS_DEPLOY_CFG, DIGITS_TRAIN_CFG, REPO, digits_config,
+                      without_warnings, write_digits_folder, write_image)
 
-TRAIN_CFG = REPO / 'configs/pretrain/condensenetv2/condensenetv2-cifar-digits_1xb64_digits.py'
-DEPLOY_CFG = REPO / 'configs/pretrain/condensenetv2/condensenetv2-cifar-digits_deploy_digits.py'
+TRAIN_CFG, DEPLOY_CFG = DIGITS_TRAIN_CFG, DIGITS_DEPLOY_CFG
 CDNV2_A_DEPLOY = REPO / 'configs/pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py'
 DEMO = REPO / 'configs/demo/retinanet_condensenetv2_demo.py'
 
@@ -53,21 +52,6 @@ def tools():
     return loaded
 
 
-def without_warnings(stderr: str) -> list[str]:
-    """stderr lines minus Python warnings (``file:line: XWarning: ...`` + source line),
-    which imports of the OpenMMLab stack print."""
-    out, skip = [], False
-    for line in stderr.strip().splitlines():
-        if re.match(r'^\S+:\d+: \w*Warning: ', line):
-            skip = True
-            continue
-        if skip and line.startswith(' '):
-            continue
-        skip = False
-        out.append(line)
-    return out
-
-
 def call(tools, capsys, name, *argv):
     """Run a tool's main in-process: (exit code, stdout, the stderr lines)."""
     code = tools[name].main([str(a) for a in argv])
@@ -81,32 +65,11 @@ def one_error(code, lines) -> str:
     return lines[0]
 
 
-def _image(path: Path, rng) -> None:
-    from PIL import Image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
-
-
-def digits_config(path: Path, root: Path, extra: str = '') -> Path:
-    path.write_text(
-        f"_base_ = ['{TRAIN_CFG.as_posix()}']\n"
-        f"data_root = '{root.as_posix()}'\n"
-        'train_dataloader = dict(num_workers=0, persistent_workers=False, '
-        'dataset=dict(data_root=data_root))\n'
-        'val_dataloader = dict(num_workers=0, persistent_workers=False, '
-        'dataset=dict(data_root=data_root))\n'
-        'test_dataloader = val_dataloader\n' + extra)
-    return path
-
-
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
     """A tiny 10-class folder dataset, its config, checkpoints and broken files."""
     root = tmp_path_factory.mktemp('files')
-    rng = np.random.default_rng(0)
-    for split in ('train', 'val'):
-        for label in range(10):
-            _image(root / 'digits' / split / str(label) / '0.png', rng)
+    write_digits_folder(root / 'digits')
     from mmsfr.apis import build_from_config
     from mmsfr.models import condense_model
     cfg = digits_config(root / 'digits_cfg.py', root / 'digits')
@@ -186,7 +149,7 @@ def coco(tmp_path):
     images = []
     for split in ('train', 'val'):
         for i in range(2):
-            _image(tmp_path / 'coco' / split / f'{i}.png', rng)
+            write_image(tmp_path / 'coco' / split / f'{i}.png', rng)
     for i in range(2):
         images.append(dict(id=i + 1, file_name=f'{i}.png', width=16, height=16))
     ann = dict(images=images, categories=[dict(id=1, name='circle'), dict(id=2, name='square'),

@@ -53,11 +53,6 @@ BACKBONES = [
 TOLERANCE = 1e-4
 
 
-def rel_diff(a, b) -> float:
-    """Largest difference relative to the largest magnitude of ``b``."""
-    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
-
-
 @contextlib.contextmanager
 def exact_fp32() -> Iterator[None]:
     """TF32 off inside the block (GPU convolutions and matmuls in full fp32)."""
@@ -120,6 +115,7 @@ def check_deploy(device: str, name: str, cls_name: str, kwargs: dict) -> str:
     import torch
     from mmsfr.models import convert_to_deploy
     from mmsfr.models.layers.native import native_kernels
+    from mmsfr.testing import rel_diff
     model = convert_to_deploy(condensed(build_backbone(cls_name, kwargs)).eval())
     x = torch.rand(2, 3, 96, 80)
     with torch.no_grad(), exact_fp32():
@@ -139,6 +135,7 @@ def check_conversion(device: str) -> str:
     """Condense and convert CondenseNetV2-A on ``device``; deploy equals masked."""
     import torch
     from mmsfr.models import convert_to_deploy
+    from mmsfr.testing import rel_diff
     model = condensed(build_backbone('CondenseNetV2', dict(arch='a')).to(device)).eval()
     x = torch.rand(1, 3, 96, 96, device=device)
     with torch.no_grad(), exact_fp32():
@@ -163,24 +160,8 @@ def _free_port() -> int:
 def check_train(device: str, work: Path, iters: int = 20) -> str:
     """RetinaNet-CondenseNetV2-A, ``iters`` iterations of batch 2 through
     tools/train.py (with ``--amp`` on CUDA) on generated shapes data."""
-    data = work / 'shapes'
-    subprocess.run([sys.executable, str(REPO / 'tools/misc/make_demo_coco.py'), '--out',
-                    str(data), '--train', str(2 * iters), '--val', '4', '--size', '128',
-                    '--seed', '0'], check=True, capture_output=True, text=True)
-    root = data.as_posix()
-    cfg = work / 'retinanet_amp.py'
-    cfg.write_text(
-        f"_base_ = ['{(REPO / 'configs/demo/retinanet_condensenetv2_demo.py').as_posix()}']\n"
-        f"train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "
-        f"dataset=dict(data_root='{root}/'))\n"
-        f"val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "
-        f"dataset=dict(data_root='{root}/'))\n"
-        "test_dataloader = val_dataloader\n"
-        f"val_evaluator = dict(ann_file='{root}/annotations/instances_val.json')\n"
-        "test_evaluator = val_evaluator\n"
-        "train_cfg = dict(max_epochs=1, val_interval=1)\n"
-        "model = dict(test_cfg=dict(score_thr=0.0))\n"
-        "default_hooks = dict(logger=dict(interval=1))\n")
+    from mmsfr.testing import tiny_demo_config
+    cfg = tiny_demo_config(work, train=2 * iters, val=4, size=128)
     args = [sys.executable, str(REPO / 'tools/train.py'), str(cfg), '--work-dir',
             str(work / 'train')]
     if device == 'cuda':
