@@ -75,8 +75,8 @@ def extensions() -> dict:
     else:
         print('WARNING: torch does not run on OpenMP here (e.g. macOS): mmsfr._ext is '
               'built without it and its kernels run on one thread', file=sys.stderr)
-    ext = CppExtension('mmsfr._ext', ['mmsfr/csrc/dense_layer.cpp'],
-                       depends=['mmsfr/csrc/kernels.h'], extra_compile_args=flags,
+    ext = CppExtension('mmsfr._ext', ['mmsfr/csrc/ops.cpp', 'mmsfr/csrc/cpu/dense_layer.cpp'],
+                       depends=['mmsfr/csrc/cpu/kernels.h'], extra_compile_args=flags,
                        extra_link_args=flags[1:], optional=True)
     return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExtension})
 

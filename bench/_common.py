@@ -26,7 +26,8 @@ if str(REPO) not in sys.path:  # run as `python bench/<name>.py` from anywhere
 import mmsfr  # noqa: E402,F401  (registers the models)
 from mmsfr.analysis import count_complexity  # noqa: E402
 from mmsfr.apis import build_from_config  # noqa: E402
-from mmsfr.models.layers import condense_model, convert_to_deploy, native  # noqa: E402
+from mmsfr import ops  # noqa: E402
+from mmsfr.models.layers import condense_model, convert_to_deploy  # noqa: E402
 from mmsfr.testing import randomise_bn, rel_diff  # noqa: E402,F401  (rel_diff: for the scripts)
 
 
@@ -96,17 +97,16 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
 
 def kernels_status() -> str:
     """Which kernels the deploy CondenseNetV2 layers run, for the reports."""
-    ext = native.native_ops()
-    if ext is None:
+    if not ops.native_enabled():
         return ('PyTorch ops (C++ kernels switched off by MMSFR_NATIVE=0)'
-                if native.native_available() else f'PyTorch ops (mmsfr._ext {native.STATUS})')
-    return f"mmsfr._ext C++ kernels ({'AVX2 + FMA' if ext.uses_avx2() else 'generic'})"
+                if ops.native_available() else f'PyTorch ops (mmsfr._ext {ops.STATUS})')
+    return f"mmsfr._ext C++ kernels ({'AVX2 + FMA' if ops.uses_avx2() else 'generic'})"
 
 
 def pytorch_kernels(fn: Callable[..., object]) -> Callable[..., object]:
     """``fn`` run with mmsfr's C++ kernels switched off (the PyTorch path)."""
     def run(*args, **kwargs):
-        with native.native_kernels(False):
+        with ops.native_kernels(False):
             return fn(*args, **kwargs)
     return run
 

@@ -20,8 +20,9 @@ from mmsfr.models.backbones.condensenet import convert_official_condensenet
 from mmsfr.models.backbones.shufflenetv2 import (convert_official_shufflenetv2,
                                                  convert_official_shufflenetv2plus,
                                                  convert_torchvision_shufflenetv2)
-from mmsfr.models.layers import condensing_layers, convert_to_deploy
-from mmsfr.models.layers.condense import CondensingLinear, SparseFeatureReactivation
+from mmsfr.models.deploy import convert_to_deploy, deployable_modules, pending_deploy
+from mmsfr.models.layers.condense import (CondensingConv, CondensingLinear,
+                                          SparseFeatureReactivation)
 from mmsfr.utils.cli import UserError
 
 
@@ -209,25 +210,27 @@ def convert_checked(model: torch.nn.Module, input_sizes=((64, 64), (224, 224))) 
         ValueError / ConversionError: naming the layer (or the model) that would not
             be exact.
     """
-    layers = condensing_layers(model)
-    for name, layer in layers:
+    pending = [(name, m) for name, m in deployable_modules(model) if not m.deploy]
+    for name, module in pending:
         try:
-            layer.check_condensed(name)
+            module.check_deployable(name)
         except RuntimeError as err:
             raise UnfinishedCondensationError(str(err)) from None
     training = model.training
     model.eval()
     try:
-        for name, module in list(model.named_modules()):
+        for name, module in pending:
             if isinstance(module, CondensingLinear):
-                module.switch_to_deploy(name)
+                module.convert_own_parts(name)
         reference = copy.deepcopy(model)
         gen = torch.Generator().manual_seed(0)
-        for name, layer in layers:
+        for name, layer in pending:
+            if not isinstance(layer, CondensingConv):
+                continue
             inputs = _example_inputs(layer, gen)
             with torch.no_grad():
                 before = layer(*(t.clone() for t in inputs))
-                layer.switch_to_deploy(name)
+                layer.convert_own_parts(name)
                 after = layer(*(t.clone() for t in inputs))
             _check_close(before, after, f'{type(layer).__name__} {name}')
         convert_to_deploy(model)
@@ -267,18 +270,17 @@ def deploy_checkpoint(model: torch.nn.Module, dst: str | os.PathLike,
     ``dst`` may be none of ``src`` and ``inputs`` (e.g. the config).
 
     Raises:
-        ValueError: if ``model`` has no train-time part with a deploy form (no LGC/SFR
-            layer, no module with a ``deploy`` flag still off, e.g. a ShuffleNet whose
-            conv -> BN pairs are not folded yet); if a layer's mask or the converted
+        ValueError: if nothing in ``model`` is in its train-time form
+            (:func:`~mmsfr.models.deploy.pending_deploy`); if a layer's mask or the converted
             model is not exact (:class:`ConversionError`, naming it); if ``dst`` is an
             input or cannot be written (:class:`~mmsfr.checkpoint.OutputError`).
         RuntimeError: a layer has not finished condensation.
     """
     check_output(dst, src, *inputs)
-    pending = any(getattr(m, 'deploy', True) is False for m in model.modules())
-    if not (pending or condensing_layers(model)):
-        raise ValueError(f'{type(model).__name__} has no LGC/SFR layer and no module with '
-                         'a deploy form left to convert: nothing to convert')
+    if not pending_deploy(model):
+        raise ValueError(f'{type(model).__name__} has no part in its train-time form (no '
+                         'LGC/SFR layer or other mmsfr module with a deploy form left to '
+                         'convert): nothing to convert')
     convert_checked(model)
     meta = dict(meta or {}, form='deploy')
     atomic_save({'meta': meta, 'state_dict': model.state_dict()}, dst, src, *inputs)

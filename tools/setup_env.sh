@@ -37,7 +37,7 @@ if [[ ! -x "$PY" ]]; then
 fi
 
 # The C++ sources count too: changed kernels must be rebuilt.
-reqs_hash=$( (echo "$STACK"; cat requirements/*.txt setup.py mmsfr/csrc/*) | sha256sum | cut -c1-16)
+reqs_hash=$( (echo "$STACK"; cat requirements/*.txt setup.py mmsfr/csrc/*.cpp mmsfr/csrc/cpu/*) | sha256sum | cut -c1-16)
 stamp="$VENV/.mmsfr-stack-$reqs_hash"
 if [[ -f "$stamp" ]] && "$PY" -c "import mmsfr" >/dev/null 2>&1; then
     echo "[setup] $VENV is up to date ($STACK stack)"

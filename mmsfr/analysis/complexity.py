@@ -39,7 +39,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..models.layers import condensing_layers, convert_to_deploy
+from ..models.deploy import convert_to_deploy, pending_deploy
+from ..models.layers import condensing_layers
 
 __all__ = ['ComplexityCounter', 'config_forward', 'count_complexity', 'count_mmengine', 'count_params',
            'to_deploy_form', 'format_count']
@@ -159,23 +160,11 @@ def _dummy_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     return torch.rand(shape, generator=generator).to(device)
 
 
-def _pending_deploy(model: nn.Module) -> bool:
-    """Whether some mmsfr layer of ``model`` is still in its train-time form."""
-    if any(not layer.deploy for _, layer in condensing_layers(model)):
-        return True
-    # Other mmsfr layers with a deploy form (e.g. a condensing classifier).
-    return any(
-        type(m).__module__.startswith('mmsfr.models.layers') and getattr(m, 'deploy', True)
-        is False and callable(getattr(m, 'switch_to_deploy', None))
-        for m in model.modules())
-
-
 def to_deploy_form(model: nn.Module) -> nn.Module:
     """Return ``model`` itself if it is in deploy form, else a converted deep copy.
 
-    A model needs converting if one of its LGC/SFR layers (or another mmsfr layer with
-    a deploy form, such as CondenseNet's condensing classifier) is in its train-time
-    form. The copy is made with :func:`copy.deepcopy`; unfinished condensation is
+    A model needs converting if a part of it is in its train-time form
+    (:func:`~mmsfr.models.deploy.pending_deploy`). The copy is made with :func:`copy.deepcopy`; unfinished condensation is
     completed on the copy (``condense(1.0)``) before
     :func:`~mmsfr.models.layers.convert_to_deploy`. The original is never modified.
 
@@ -191,15 +180,13 @@ def to_deploy_form(model: nn.Module) -> nn.Module:
         >>> deployed.deploy
         True
     """
-    if not _pending_deploy(model):
+    if not pending_deploy(model):
         return model
     model = copy.deepcopy(model)
     for _, layer in condensing_layers(model):
         if not layer.fully_condensed:
             layer.condense(1.0)
     convert_to_deploy(model)
-    if hasattr(model, 'deploy'):
-        model.deploy = True
     return model
 
 

@@ -15,7 +15,7 @@ from mmsfr.models.layers import (FastMaxPool2d, SqueezeExcitation, avg_pool2x2,
                                  condense_model, fold_batchnorm, fuse_conv_module,
                                  grouped_conv2d, grouped_pointwise, inference_fast_path,
                                  max_pool3x3s2, native_kernels)
-from mmsfr.models.layers.condense import (affine_act_, eval_affine, eval_norm,
+from mmsfr.models.layers.norm_act import (affine_act_, eval_affine, eval_norm,
                                           eval_norm_act_)
 from mmsfr.models.layers.shuffle import channel_shuffle
 from mmsfr.testing import rel_diff

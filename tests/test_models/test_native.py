@@ -12,13 +12,14 @@ from torch import nn
 
 from conftest import randomise_bn
 from mmsfr.models import CondenseNetV2
-from mmsfr.models.backbones.condensenet import native_arguments
-from mmsfr.models.layers import avg_pool2x2, condense_model, native
+from mmsfr.models.layers.dense_plan import activation_code, dense_plan, se_arguments
+from mmsfr import ops
+from mmsfr.models.layers import avg_pool2x2, condense_model
 from mmsfr.testing import rel_diff
 
-if not native.native_available() and os.environ.get('MMSFR_REQUIRE_NATIVE'):
-    raise ImportError(f'mmsfr._ext is required (MMSFR_REQUIRE_NATIVE) but {native.STATUS}')
-pytestmark = pytest.mark.skipif(not native.native_available(), reason=native.STATUS)
+if not ops.native_available() and os.environ.get('MMSFR_REQUIRE_NATIVE'):
+    raise ImportError(f'mmsfr._ext is required (MMSFR_REQUIRE_NATIVE) but {ops.STATUS}')
+pytestmark = pytest.mark.skipif(not ops.native_available(), reason=ops.STATUS)
 
 ISAS = ['avx2', 'generic']
 
@@ -26,7 +27,7 @@ ISAS = ['avx2', 'generic']
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Run a test with the AVX2 kernels and again with the generic ones."""
-    ext = native.native_ops() or native._EXT
+    ext = ops
     if request.param == 'avx2' and not ext.uses_avx2():
         pytest.skip('this CPU has no AVX2 + FMA')
     previous = ext.set_avx2(request.param == 'avx2')
@@ -47,7 +48,7 @@ def deploy_model(arch, seed=0, **kwargs):
 
 
 def forward(model, x, native_on):
-    with torch.inference_mode(), native.native_kernels(native_on):
+    with torch.inference_mode(), ops.native_kernels(native_on):
         return model(x)
 
 
@@ -63,7 +64,7 @@ def test_native_forward_equals_pytorch_path_and_masked_form(isa, arch, shape):
     with torch.no_grad():
         ref = masked(x)
     layer = model.blocks[-1][-1]
-    assert native_arguments(layer, torch.empty(1)) is not None  # kernels applied
+    assert dense_plan(layer, torch.empty(1)) is not None  # kernels applied
     for a, b, r in zip(fused, plain, ref):
         assert a.shape == b.shape == r.shape
         assert rel_diff(a, b) < 1e-5
@@ -90,54 +91,57 @@ def test_kernels_run_on_every_torch_thread():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert native._EXT.parallel_threads(8) == 2
-        assert native._EXT.parallel_threads(1) == 1
+        assert ops.parallel_threads(8) == 2
+        assert ops.parallel_threads(1) == 1
         torch.set_num_threads(1)
-        assert native._EXT.parallel_threads(8) == 1
+        assert ops.parallel_threads(8) == 1
     finally:
         torch.set_num_threads(threads)
     with pytest.raises(RuntimeError, match='tasks must be positive, got 0'):
-        native._EXT.parallel_threads(0)
+        ops.parallel_threads(0)
 
 
 def test_pool_kernel_equals_pytorch_path_and_rejects_bad_output():
     x = torch.randn(2, 6, 9, 7)
-    with torch.no_grad(), native.native_kernels(False):
+    with torch.no_grad(), ops.native_kernels(False):
         ref = avg_pool2x2(x)
     buf = torch.zeros(2, 8, 4, 3)
-    native._EXT.avg_pool2x2_(buf[:, 2:], x)
+    ops.avg_pool2x2_(buf[:, 2:], x)
     assert torch.equal(buf[:, 2:], ref)  # the same sums in the same order
-    with pytest.raises(RuntimeError, match=r'out must be \(2, 6, 4, 3\) for x'):
-        native._EXT.avg_pool2x2_(torch.empty(2, 6, 4, 4), x)
+    whole = torch.zeros(2, 8, 4, 3)  # a larger buffer: written in its first 6 channels
+    ops.avg_pool2x2_(whole, x)
+    assert torch.equal(whole[:, :6], ref) and not whole[:, 6:].any()
+    with pytest.raises(RuntimeError, match=r'out must be \(2, C >= 6, 4, 3\) for x'):
+        ops.avg_pool2x2_(torch.empty(2, 6, 4, 4), x)
     with pytest.raises(RuntimeError, match='planes must be contiguous'):
-        native._EXT.avg_pool2x2_(torch.empty(2, 6, 3, 4).transpose(2, 3), x)
+        ops.avg_pool2x2_(torch.empty(2, 6, 3, 4).transpose(2, 3), x)
     with pytest.raises(RuntimeError, match='x must be a contiguous float32 CPU tensor, got Double'):
-        native._EXT.avg_pool2x2_(buf[:, 2:], x.double())
+        ops.avg_pool2x2_(buf[:, 2:], x.double())
 
 
 def test_native_kernels_switch_is_scoped():
-    assert native.native_enabled()
-    with native.native_kernels(False):
-        assert not native.native_enabled() and native.native_ops() is None
-    assert native.native_enabled()
+    assert ops.native_enabled()
+    with ops.native_kernels(False):
+        assert not ops.native_enabled()
+    assert ops.native_enabled()
 
 
 def test_layers_the_kernels_do_not_implement_use_the_pytorch_path():
     model, masked = deploy_model('a')
     layer = model.blocks[2][0]
     buf = torch.empty(1)
-    assert native_arguments(layer, buf) is not None
-    assert native.activation_code(nn.Sigmoid()) is None
+    assert dense_plan(layer, buf) is not None
+    assert activation_code(nn.Sigmoid()) is None
     act = layer.conv_2.act
     layer.conv_2.act = nn.Sigmoid()
-    assert native_arguments(layer, buf) is None
+    assert dense_plan(layer, buf) is None
     layer.conv_2.act = act
     layer.sfr.norm.train()  # batch statistics: the kernels apply running ones only
-    assert native_arguments(layer, buf) is None
+    assert dense_plan(layer, buf) is None
     layer.sfr.norm.eval()
-    assert native_arguments(layer, buf.double()) is None
+    assert dense_plan(layer, buf.double()) is None
     model.double()
-    assert native_arguments(layer, buf) is None  # float64 weights: not for the kernels
+    assert dense_plan(layer, buf) is None  # float64 weights: not for the kernels
     x = torch.rand(1, 3, 40, 40, dtype=torch.float64)
     with torch.no_grad():
         ref = masked.double()(x)
@@ -150,7 +154,7 @@ def kernel_call(model):
     layer = model.blocks[2][1]
     channels = layer.conv_1.in_channels
     buf = torch.rand(1, channels + layer.growth, 6, 5)
-    return layer, buf, channels, native_arguments(layer, buf)
+    return layer, buf, channels, dense_plan(layer, buf)
 
 
 def test_kernels_take_the_modules_tensors_as_stored():
@@ -170,7 +174,7 @@ def test_kernels_take_the_modules_tensors_as_stored():
 def test_kernels_reject_bad_inputs_with_the_bad_value():
     model, _ = deploy_model('a')
     layer, buf, channels, args = kernel_call(model)
-    ext = native.native_ops()
+    ext = ops
     index, norm, eps, act, weight, groups, norm_2, eps_2, act_2, conv_weight = args.lgc
     ext.lgc_conv_(buf, channels, *args.lgc)  # valid: runs
     with pytest.raises(RuntimeError, match='float32 CPU tensor, got Double'):
@@ -219,7 +223,7 @@ def test_se_kernel_equals_squeeze_excitation(isa, gate, bias):
     new = expected[:, 8:]
     with torch.no_grad():
         new.mul_(se.excitation(new))
-    native.native_ops().se_(buf, 8, 16, *native.se_arguments(se))
+    ops.se_(buf, 8, 16, *se_arguments(se))
     assert torch.equal(buf[:, :8], expected[:, :8])  # the old channels are untouched
     assert rel_diff(buf, expected) < 1e-6
 
@@ -227,13 +231,13 @@ def test_se_kernel_equals_squeeze_excitation(isa, gate, bias):
 def test_se_kernel_rejects_bad_inputs():
     from mmsfr.models.layers import SqueezeExcitation
     se = SqueezeExcitation(16, reduction=2)
-    w1, b1, w2, b2, _ = native.se_arguments(se)
+    w1, b1, w2, b2, _ = se_arguments(se)
     buf = torch.rand(1, 24, 4, 4)
-    ext = native.native_ops()
+    ext = ops
     with pytest.raises(RuntimeError, match=r'gate code must be 0 \(sigmoid\) or 1 '
                                            r'\(hard-sigmoid\), got 3'):
         ext.se_(buf, 8, 16, w1, b1, w2, b2, 3)
     with pytest.raises(RuntimeError, match='not a squeeze-excite of 12 channels'):
         ext.se_(buf, 8, 12, w1, b1, w2, b2, 0)
-    assert native.se_arguments(SqueezeExcitation(16, with_norm=True)) is None
-    assert native.se_arguments(SqueezeExcitation(16).double()) is None
+    assert se_arguments(SqueezeExcitation(16, with_norm=True)) is None
+    assert se_arguments(SqueezeExcitation(16).double()) is None

@@ -1,62 +1,63 @@
-"""How mmsfr.models.layers.native loads the optional extension (no build needed)."""
+"""How mmsfr.ops loads the optional extension (no build needed)."""
 import types
 import warnings
 
 import pytest
 import torch
 
-from mmsfr.models.layers import native
+from mmsfr.ops import loading
 
 
-def load_with(monkeypatch, result):
+def load_with(monkeypatch, result, ops=loading.REQUIRED, threads=None):
+    """``loading._load()`` with ``result`` as the imported module (or the import
+    error), ``ops`` as the registered operators and ``threads`` as the thread probe."""
     def import_module(name):
         assert name == 'mmsfr._ext'
         if isinstance(result, Exception):
             raise result
         return result
-    monkeypatch.setattr(native.importlib, 'import_module', import_module)
-    return native._load()
+    monkeypatch.setattr(loading.importlib, 'import_module', import_module)
+    monkeypatch.setattr(loading, 'has_op', lambda name: name in ops)
+    monkeypatch.setattr(loading, '_parallel_threads',
+                        threads or (lambda tasks: min(tasks, torch.get_num_threads())))
+    return loading._load()
+
+
+CURRENT = types.SimpleNamespace(API_VERSION=loading.API_VERSION)
 
 
 def test_a_missing_extension_means_pytorch_ops_and_says_how_to_build(monkeypatch):
-    ext, status = load_with(monkeypatch, ModuleNotFoundError('no', name='mmsfr._ext'))
-    assert ext is None and 'pip install --no-build-isolation -e .' in status
+    usable, status = load_with(monkeypatch, ModuleNotFoundError('no', name='mmsfr._ext'))
+    assert not usable and 'pip install --no-build-isolation -e .' in status
 
 
-def test_an_extension_from_older_sources_is_not_used(monkeypatch):
-    # A build from before the SE and pooling kernels and the thread probe (and OpenMP).
-    old = types.SimpleNamespace(lgc_conv_=None, sfr_=None, uses_avx2=None, set_avx2=None)
+def test_an_extension_missing_operators_is_not_used(monkeypatch):
+    some = ('lgc_conv_', 'sfr_', 'uses_avx2', 'set_avx2')
     with pytest.warns(UserWarning, match=r'out of date \(no se_, avg_pool2x2_, parallel_threads\)'):
-        ext, status = load_with(monkeypatch, old)
-    assert ext is None and status.startswith('out of date')
+        usable, status = load_with(monkeypatch, CURRENT, ops=some)
+    assert not usable and status.startswith('out of date')
 
 
 def test_an_extension_that_fails_to_load_warns(monkeypatch):
     with pytest.warns(UserWarning, match='could not be loaded.*undefined symbol'):
-        ext, status = load_with(monkeypatch, ImportError('undefined symbol: _ZN3c10'))
-    assert ext is None and 'undefined symbol' in status
+        usable, status = load_with(monkeypatch, ImportError('undefined symbol: _ZN3c10'))
+    assert not usable and 'undefined symbol' in status
 
 
-def test_an_extension_with_the_previous_kernel_arguments_is_not_used(monkeypatch):
-    # Same function names, but the kernels took pre-folded BN scales and GEMM matrices.
-    old = types.SimpleNamespace(**{name: None for name in native.REQUIRED})
-    with pytest.warns(UserWarning, match='kernel arguments of version 1, this mmsfr needs 2'):
-        ext, status = load_with(monkeypatch, old)
-    assert ext is None and status.startswith('out of date')
-
-
-def complete_extension(parallel_threads):
-    """A stand-in for a current build whose thread probe is ``parallel_threads``."""
-    functions = dict.fromkeys(native.REQUIRED)
-    functions['parallel_threads'] = parallel_threads
-    return types.SimpleNamespace(API_VERSION=native.API_VERSION, **functions)
+@pytest.mark.parametrize('version', [1, 2])
+def test_an_extension_with_previous_operator_arguments_is_not_used(monkeypatch, version):
+    # 1: pre-folded BN scales; 2: a pybind module, unknown to the dispatcher.
+    old = types.SimpleNamespace(API_VERSION=version) if version > 1 else types.SimpleNamespace()
+    with pytest.warns(UserWarning, match=f'operator arguments of version {version}, this mmsfr '
+                      f'needs {loading.API_VERSION}'):
+        usable, status = load_with(monkeypatch, old)
+    assert not usable and status.startswith('out of date')
 
 
 def test_a_complete_extension_is_used(monkeypatch):
-    full = complete_extension(lambda tasks: min(tasks, torch.get_num_threads()))
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert load_with(monkeypatch, full) == (full, 'built')
+        assert load_with(monkeypatch, CURRENT) == (True, 'built')
 
 
 @pytest.mark.parametrize('threads', [2, 8])
@@ -69,9 +70,8 @@ def test_an_extension_built_without_openmp_warns_once_that_it_runs_on_one_thread
         return 1
 
     monkeypatch.setattr(torch, 'get_num_threads', lambda: threads)
-    serial_build = complete_extension(serial)
     with pytest.warns(UserWarning) as record:
-        assert load_with(monkeypatch, serial_build) == (serial_build, 'built')  # still used
+        assert load_with(monkeypatch, CURRENT, threads=serial) == (True, 'built')  # still used
     messages = [str(w.message) for w in record]
     assert len(messages) == 1 and asked == [threads]
     assert messages[0].startswith(f'mmsfr._ext was built without OpenMP, so its C++ kernels '
@@ -81,7 +81,18 @@ def test_an_extension_built_without_openmp_warns_once_that_it_runs_on_one_thread
 
 def test_one_torch_thread_is_no_reason_to_warn(monkeypatch):
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
-    serial_build = complete_extension(lambda tasks: 1)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert load_with(monkeypatch, serial_build) == (serial_build, 'built')
+        assert load_with(monkeypatch, CURRENT, threads=lambda tasks: 1) == (True, 'built')
+
+
+def test_the_operators_are_registered_with_the_dispatcher():
+    if not loading.native_available():
+        pytest.skip(loading.STATUS)
+    for name in loading.REQUIRED:
+        assert hasattr(torch.ops.mmsfr, name)
+    schema = str(torch.ops.mmsfr.lgc_conv_.default._schema)
+    assert schema.startswith('mmsfr::lgc_conv_(Tensor(a!) buf, int channels, Tensor index')
+    # A Meta kernel: tracing with tensors without data (torch.compile, torch.export).
+    buf = torch.empty(1, 8, 4, 4, device='meta')
+    torch.ops.mmsfr.avg_pool2x2_(buf, torch.empty(1, 4, 8, 8, device='meta'))

@@ -17,6 +17,7 @@ from torch import nn
 from conftest import DIGITS_TRAIN_CFG, REPO, without_warnings
 from mmsfr.apis import build_from_config, deploy_checkpoint
 from mmsfr.models import condense_model
+from mmsfr.models.deploy import Deployable
 from mmsfr.models.layers import LearnedGroupConv
 
 TRAIN_CFG = DIGITS_TRAIN_CFG
@@ -100,17 +101,18 @@ def test_inexact_layer_conversion_is_refused_by_name(condensed_state, tmp_path, 
     assert not out.exists()
 
 
-class _BadFold(nn.Module):
-    """A module whose deploy form (its ``fuse_for_deploy``) is not exact."""
+class _BadFold(Deployable, nn.Module):
+    """A module whose deploy form (its ``convert_own_parts``) is not exact."""
 
     def __init__(self):
         super().__init__()
         self.deploy = False
         self.conv = nn.Conv2d(3, 4, 3)
 
-    def fuse_for_deploy(self):
+    def convert_own_parts(self, name=''):
         with torch.no_grad():
             self.conv.weight.mul_(1.025)
+        self.deploy = True
 
     def forward(self, x):
         return self.conv(x)

@@ -20,13 +20,15 @@ import torch
 
 import mmsfr
 from mmsfr.models import CondenseNet, CondenseNetV2, condense_model
-from mmsfr.models.backbones.condensenet import DenseLayer, native_arguments
-from mmsfr.models.layers import SqueezeExcitation, native
+from mmsfr.models.backbones.condensenet import DenseLayer
+from mmsfr.models.layers.dense_plan import dense_plan, se_arguments
+from mmsfr import ops
+from mmsfr.models.layers import SqueezeExcitation
 from mmsfr.testing import randomise_bn, rel_diff
 
-if not native.native_available() and os.environ.get('MMSFR_REQUIRE_NATIVE'):
-    raise ImportError(f'mmsfr._ext is required (MMSFR_REQUIRE_NATIVE) but {native.STATUS}')
-pytestmark = pytest.mark.skipif(not native.native_available(), reason=native.STATUS)
+if not ops.native_available() and os.environ.get('MMSFR_REQUIRE_NATIVE'):
+    raise ImportError(f'mmsfr._ext is required (MMSFR_REQUIRE_NATIVE) but {ops.STATUS}')
+pytestmark = pytest.mark.skipif(not ops.native_available(), reason=ops.STATUS)
 
 #: (class, arch) of the models whose inputs are swept; every block is an output.
 MODELS = [(CondenseNetV2, 'a'), (CondenseNet, 'a'), (CondenseNetV2, 'cifar-110')]
@@ -80,9 +82,9 @@ def sweep_sizes() -> None:
         for n, h, w in sampled_sizes():
             x = torch.rand(n, 3, h, w)
             canonical = _outcome(lambda: model(x))
-            with torch.no_grad(), native.native_kernels(False):
+            with torch.no_grad(), ops.native_kernels(False):
                 plain = _outcome(lambda: model(x))
-            with torch.no_grad(), native.native_kernels(True):
+            with torch.no_grad(), ops.native_kernels(True):
                 fused = _outcome(lambda: model(x))
             diff = 0.0
             if fused[0] is not None and plain[0] is not None and canonical[0] is not None:
@@ -98,13 +100,13 @@ def empty_kernel_calls() -> None:
     torch.manual_seed(0)
     layer = randomise_bn(DenseLayer(16, 8, 4, 4, 4, act_cfg=dict(type='HSwish'),
                                     with_se=True, deploy=True)).eval()
-    ext = native._EXT
+    ext = ops
     for shape in [(0, 24, 5, 5), (1, 24, 0, 5), (2, 24, 5, 0), (1, 24, 0, 0)]:
         buf = torch.rand(shape)
         keep = buf.clone()
-        args = native_arguments(layer, buf)
+        args = dense_plan(layer, buf)
         ext.lgc_conv_(buf, 16, *args.lgc)
-        ext.se_(buf, 16, 8, *native.se_arguments(layer.se))
+        ext.se_(buf, 16, 8, *se_arguments(layer.se))
         ext.sfr_(buf, 16, 8, *args.sfr)
         ext.avg_pool2x2_(torch.empty(shape[0], 24, shape[2] // 2, shape[3] // 2), buf)
         print(json.dumps(dict(shape=list(shape), unchanged=torch.equal(buf, keep))))
@@ -171,7 +173,7 @@ def test_nan_and_inf_propagate_through_the_kernels_as_in_pytorch(act, with_se):
     assert canonical.isnan().any()
     for native_on in (True, False):
         out = buf.clone()
-        with torch.no_grad(), native.native_kernels(native_on):
+        with torch.no_grad(), ops.native_kernels(native_on):
             layer.write_features_(out, 16)
         assert_same_values(out, canonical.detach(), f'native={native_on}')
 
@@ -185,7 +187,7 @@ def test_se_kernel_propagates_nan_as_squeeze_excitation(gate):
     expected = buf.clone()
     with torch.no_grad():
         expected[:, 8:] *= se.excitation(expected[:, 8:])
-    native._EXT.se_(buf, 8, 8, *native.se_arguments(se))
+    ops.se_(buf, 8, 8, *se_arguments(se))
     assert_same_values(buf, expected, gate)
     assert expected[0, 8:].isnan().all() and not expected[1].isnan().any()
 
@@ -209,20 +211,20 @@ def test_native_kernels_switch_is_per_thread():
 
     def other() -> None:
         switched_off.wait(timeout=30)
-        seen['other'] = native.native_enabled(), native.native_ops() is not None
-        with native.native_kernels(False):  # ends before the main thread looks again
-            seen['other off'] = native.native_enabled()
+        seen['other'] = ops.native_enabled()
+        with ops.native_kernels(False):  # ends before the main thread looks again
+            seen['other off'] = ops.native_enabled()
         other_done.set()
 
     thread = threading.Thread(target=other)
     thread.start()
-    with native.native_kernels(False):
+    with ops.native_kernels(False):
         switched_off.set()
         other_done.wait(timeout=30)
-        seen['main'] = native.native_enabled()
+        seen['main'] = ops.native_enabled()
     thread.join()
-    assert seen == {'other': (True, True), 'other off': False, 'main': False}
-    assert native.native_enabled()
+    assert seen == {'other': True, 'other off': False, 'main': False}
+    assert ops.native_enabled()
 
 
 def test_environment_switch_applies_to_every_thread():
@@ -234,17 +236,17 @@ def test_environment_switch_applies_to_every_thread():
 
 def environment_switch() -> None:
     """Print which threads use the kernels under the process's ``MMSFR_NATIVE``."""
-    seen = {'main': native.native_enabled()}
+    seen = {'main': ops.native_enabled()}
 
     def other() -> None:
-        seen['thread'] = native.native_enabled()
-        with native.native_kernels(True):
-            seen['thread_on'] = native.native_enabled()
+        seen['thread'] = ops.native_enabled()
+        with ops.native_kernels(True):
+            seen['thread_on'] = ops.native_enabled()
 
     thread = threading.Thread(target=other)
     thread.start()
     thread.join()
-    seen['main_after'] = native.native_enabled()
+    seen['main_after'] = ops.native_enabled()
     print(json.dumps(seen))
 
 

@@ -20,9 +20,9 @@ from torch.utils._pytree import tree_flatten
 
 from conftest import REPO
 from mmsfr.models import CondenseNet, CondenseNetV2, condense_model, convert_to_deploy
-from mmsfr.models.backbones.condensenet import native_arguments
-from mmsfr.models.layers import native
-from mmsfr.models.layers.condense import build_norm, is_plain_batchnorm
+from mmsfr.models.layers.dense_plan import activation_code, dense_plan, se_arguments
+from mmsfr import ops
+from mmsfr.models.layers.norm_act import build_norm, is_plain_batchnorm
 from mmsfr.testing import randomise_bn, rel_diff
 
 SYNC_BN = dict(type='SyncBN', requires_grad=True)
@@ -92,13 +92,13 @@ def test_syncbn_model_converts_to_deploy_exactly(cls, arch):
     assert shapes(built) == shapes(model)
     built.load_state_dict(model.state_dict())
     layer = model.blocks[-1][-1]
-    assert (native_arguments(layer, torch.empty(1)) is not None) == native.native_available()
+    assert (dense_plan(layer, torch.empty(1)) is not None) == ops.native_available()
     for native_on in (True, False):
-        with torch.no_grad(), native.native_kernels(native_on):
+        with torch.no_grad(), ops.native_kernels(native_on):
             for a, b in zip(model(x), masked):
                 assert rel_diff(a, b) < 1e-5
     model.train()  # batch statistics: neither the kernels nor the affine fast path
-    assert native_arguments(layer, torch.empty(1)) is None
+    assert dense_plan(layer, torch.empty(1)) is None
 
 
 class DoubledBatchNorm(nn.BatchNorm2d):
@@ -118,7 +118,7 @@ def test_a_batchnorm_with_its_own_forward_runs_as_its_module():
     model.switch_to_deploy()
     model.eval()
     assert isinstance(model.blocks[0][0].conv_1.norm, DoubledBatchNorm)
-    assert native_arguments(model.blocks[-1][-1], torch.empty(1)) is None
+    assert dense_plan(model.blocks[-1][-1], torch.empty(1)) is None
     x = torch.rand(1, 3, 48, 40)
     reference = model(x)  # autograd: the modules themselves
     with torch.inference_mode():

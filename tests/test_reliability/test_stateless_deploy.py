@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mmsfr.models import CondenseNetV2
-from mmsfr.models.layers import native
+from mmsfr import ops
 from mmsfr.testing import randomise_bn, rel_diff
 
 #: Small deploy model with every kind of layer: hard-swish, SE, SFR; stride 1.
@@ -36,7 +36,7 @@ def inputs() -> torch.Tensor:
 
 
 def inference(model: nn.Module, x: torch.Tensor, native_on: bool) -> list[torch.Tensor]:
-    with torch.no_grad(), native.native_kernels(native_on):
+    with torch.no_grad(), ops.native_kernels(native_on):
         return list(model(x))
 
 

@@ -114,7 +114,7 @@ def check_deploy(device: str, name: str, cls_name: str, kwargs: dict) -> str:
     kernels against its PyTorch ops with ``--device cpu``)."""
     import torch
     from mmsfr.models import convert_to_deploy
-    from mmsfr.models.layers.native import native_kernels
+    from mmsfr.ops import native_kernels
     from mmsfr.testing import rel_diff
     model = convert_to_deploy(condensed(build_backbone(cls_name, kwargs)).eval())
     x = torch.rand(2, 3, 96, 80)

@@ -7,6 +7,8 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..deploy import Deployable
+
 
 def resolve_out_indices(owner: str, out_indices: Sequence[int] | None,
                         num_levels: int, default: Sequence[int],
@@ -56,12 +58,14 @@ def resolve_out_indices(owner: str, out_indices: Sequence[int] | None,
     return indices
 
 
-class FreezableBackbone(BaseModule):
-    """Base of mmsfr backbones: ``frozen_stages`` and ``norm_eval`` as in mmdet.
+class FreezableBackbone(Deployable, BaseModule):
+    """Base of mmsfr backbones: ``frozen_stages`` and ``norm_eval`` as in mmdet, and the
+    deploy protocol (:mod:`mmsfr.models.deploy`).
 
-    Subclasses set ``self.stem``, ``self.frozen_stages``, ``self.norm_eval`` and
-    implement :meth:`stage_modules`. Freezing is re-applied by every ``train()`` call,
-    so ``model.train()`` never un-freezes.
+    Subclasses set ``self.stem``, ``self.frozen_stages``, ``self.norm_eval``,
+    ``self.deploy`` and implement :meth:`stage_modules`. Freezing is re-applied by every
+    ``train()`` call, so ``model.train()`` never un-freezes. ``switch_to_deploy()``
+    converts the whole backbone (its layers first, then :meth:`convert_own_parts`).
     """
 
     frozen_stages: int = -1
@@ -70,6 +74,11 @@ class FreezableBackbone(BaseModule):
     def stage_modules(self) -> list[nn.Module]:
         """The stages ``frozen_stages`` counts, in order (the stem comes first)."""
         raise NotImplementedError
+
+    def convert_own_parts(self, name: str = '') -> None:
+        """Convert the backbone's own parts (none by default: its layers convert
+        themselves) and mark it deployed."""
+        self.deploy = True
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from types import ModuleType
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 import torch.utils.checkpoint as cp
@@ -20,10 +19,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import strip_module_prefix
 from .base import FreezableBackbone, resolve_out_indices
+from ... import ops
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
-                      SqueezeExcitation, avg_pool2x2, convert_to_deploy, inference_fast_path)
-from ..layers.condense import DEFAULT_NORM_CFG, build_norm, eval_norm
-from ..layers.native import activation_code, native_ops, se_arguments
+                      SqueezeExcitation, avg_pool2x2, inference_fast_path)
+from ..layers.dense_plan import dense_plan, run_plan
+from ..layers.norm_act import DEFAULT_NORM_CFG, build_norm
 
 
 class DenseLayer(nn.Module):
@@ -77,18 +77,17 @@ class DenseLayer(nn.Module):
 
         The first ``channels`` channels of ``out`` are the layer's input: the layer
         reactivates them in place (SFR) and writes its ``k`` new features into the next
-        ``k`` channels. A deploy layer runs the fused C++ kernels of
-        :mod:`~mmsfr.models.layers.native` when they are on and implement it as it is
-        now (:func:`native_arguments`); otherwise its modules run, writing the new
+        ``k`` channels. A deploy layer runs the fused C++ operators of :mod:`mmsfr.ops`
+        when they are on and implement it as it is now
+        (:func:`~mmsfr.models.layers.dense_plan.dense_plan`); otherwise its modules run, writing the new
         features straight into their slice of ``out``. Either way every call reads the
         current parameters and buffers: nothing derived from them is kept between
         calls.
         """
-        ops = native_ops()
-        if ops is not None:
-            args = native_arguments(self, out)
-            if args is not None:
-                self._write_native_(ops, args, out, channels)
+        if ops.native_enabled():
+            plan = dense_plan(self, out)
+            if plan is not None:
+                run_plan(plan, out, channels, self.growth)
                 return
         mods = self._modules
         lgc, conv_2, se, sfr = mods['conv_1'], mods['conv_2'], mods.get('se'), mods.get('sfr')
@@ -104,21 +103,6 @@ class DenseLayer(nn.Module):
         if sfr is not None:
             sfr.reactivate_(new, old)
 
-    def _write_native_(self, ops: ModuleType, args: 'NativeArguments', out: torch.Tensor,
-                       channels: int) -> None:
-        """:meth:`write_features_` through the C++ kernels (``ops``)."""
-        ops.lgc_conv_(out, channels, *args.lgc)
-        se = self._modules.get('se')
-        if se is not None:
-            se_args = se_arguments(se)
-            if se_args is None:
-                new = out[:, channels:channels + self.growth]
-                new.mul_(se.excitation(new))
-            else:
-                ops.se_(out, channels, self.growth, *se_args)
-        if args.sfr is not None:
-            ops.sfr_(out, channels, self.growth, *args.sfr)
-
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         new = self.new_features(x)
         old = x if self.sfr is None else self.sfr(new, x)
@@ -128,89 +112,6 @@ class DenseLayer(nn.Module):
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
-
-
-class NativeArguments(NamedTuple):
-    """The arguments of the C++ kernels for one deploy :class:`DenseLayer`, built by
-    :func:`native_arguments` from the layer's current tensors for one call.
-
-    Attributes:
-        lgc: ``lgc_conv_``'s arguments after the buffer and channel count: the LGC's
-            index, BN (``[weight, bias, running_mean, running_var]``, eps), activation
-            code, 1x1 conv weight and groups, then ``conv_2``'s BN, eps, activation code
-            and 3x3 conv weight.
-        sfr: ``sfr_``'s arguments after the buffer, channel count and growth: the SFR's
-            BN, eps, activation code, 1x1 conv weight, groups and index; None without
-            an SFR.
-    """
-
-    lgc: tuple
-    sfr: tuple | None
-
-
-def native_arguments(layer: DenseLayer, out: torch.Tensor) -> NativeArguments | None:
-    """The C++ kernels' arguments for ``layer`` writing into the buffer ``out``, or None
-    when the kernels do not implement the layer as it is now.
-
-    The kernels take the modules' tensors as they are stored (conv weights in their
-    ``(out, in / groups, kh, kw)`` layout, each BN as its own four tensors and eps) and
-    derive the BN scales and shifts themselves, on every call; this function only
-    collects the tensors, in the one place that describes the kernels' arguments.
-    None when: a part is not in deploy form (or its conv is not 1x1), a norm does not
-    normalise as an eval-mode ``BatchNorm2d`` with running statistics (training mode,
-    or not a plain BatchNorm: :func:`~mmsfr.models.layers.condense.eval_norm`; an
-    eval-mode ``SyncBatchNorm`` is one) or has no affine parameters, a tensor or
-    ``out`` is not float32 on the CPU (an ``index`` not int64 on the CPU),
-    ``conv_2`` is not a 3x3 / stride 1 / padding 1 conv, or an activation is not one
-    the kernels implement (:func:`~mmsfr.models.layers.native.activation_code`).
-
-    Example:
-        >>> layer = DenseLayer(16, 8, 4, 4, 4, deploy=True).eval()
-        >>> args = native_arguments(layer, torch.empty(1, 24, 5, 5))
-        >>> args.lgc[0] is layer.conv_1.index, args.lgc[4] is layer.conv_1.conv.weight
-        (True, True)
-        >>> native_arguments(layer.train(), torch.empty(1, 24, 5, 5)) is None
-        True
-    """
-    if out.dtype != torch.float32 or not out.is_cpu:
-        return None
-    mods = layer._modules
-    lgc, conv_2, sfr = mods['conv_1'], mods['conv_2'], mods.get('sfr')
-    conv = conv_2._modules['conv']
-    if not (lgc.deploy and lgc.kernel_size == 1) or (
-            sfr is not None and not (sfr.deploy and sfr.kernel_size == 1)) or (
-            conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
-            or conv.dilation != (1, 1) or conv.groups != lgc.groups):
-        return None
-    units = [_kernel_unit(part) for part in (lgc, conv_2, sfr) if part is not None]
-    if any(unit is None for unit in units):
-        return None
-    indices = [part._buffers['index'] for part in (lgc, sfr) if part is not None]
-    if any(index.dtype != torch.int64 or not index.is_cpu for index in indices):
-        return None
-    (norm, eps, act, weight), (norm_2, eps_2, act_2, conv_weight) = units[:2]
-    lgc_args = (indices[0], norm, eps, act, weight, lgc.groups, norm_2, eps_2, act_2,
-                conv_weight)
-    sfr_args = None
-    if sfr is not None:
-        sfr_args = (*units[2], sfr.groups, indices[1])
-    return NativeArguments(lgc_args, sfr_args)
-
-
-def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch.Tensor] | None:
-    """``([bn weight, bias, running_mean, running_var], eps, activation code, conv
-    weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
-    or None if they cannot (see :func:`native_arguments`)."""
-    mods = part._modules
-    norm, act = eval_norm(mods['norm']), activation_code(mods['act'])
-    if norm is None or act is None:
-        return None
-    *tensors, eps = norm
-    tensors.append(mods['conv']._parameters['weight'])
-    if any(t is None or t.dtype != torch.float32 or not t.is_cpu for t in tensors):
-        return None
-    tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]
-    return tensors[:4], eps, act, tensors[4]
 
 
 class DenseBlock(nn.Sequential):
@@ -463,11 +364,6 @@ class CondenseNetV2(FreezableBackbone):
 
     def stage_modules(self) -> list[nn.Module]:
         return list(self.blocks)
-
-    def switch_to_deploy(self) -> None:
-        """Convert every LGC/SFR layer to its deploy form (condensation must be done)."""
-        convert_to_deploy(self)
-        self.deploy = True
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -47,9 +47,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import strip_module_prefix
 from .base import FreezableBackbone, resolve_out_indices
+from ..deploy import Deployable
 from ..layers import (FastMaxPool2d, SparseFeatureReactivation, SqueezeExcitation,
-                      channel_shuffle, convert_to_deploy, fuse_conv_module,
-                      inference_fast_path)
+                      channel_shuffle, fuse_conv_module, inference_fast_path)
 from ..layers.fuse import fold_state_dict_norms
 
 __all__ = [
@@ -66,7 +66,7 @@ XCEPTION = 3
 SHUFFLENETV2PLUS_UNITS = (0, 0, 3, 1, 1, 1, 0, 0, 2, 0, 2, 1, 1, 0, 2, 0, 2, 1, 3, 2)
 
 
-class ShuffleUnit(nn.Module):
+class ShuffleUnit(Deployable, nn.Module):
     """One ShuffleNetV2 / V2+ unit (shuffle or Xception flavour), either layout.
 
     Args:
@@ -90,7 +90,7 @@ class ShuffleUnit(nn.Module):
             ``None`` means G = S.
         sfr_kernel_size: Kernel of the SFR conv (3 in the SFR ShuffleNets).
         deploy: Build the deploy form: every conv -> BN pair folded into one conv with
-            a bias (:meth:`fuse_for_deploy`) and the SFR converted (grouped conv +
+            a bias (:meth:`convert_own_parts`) and the SFR converted (grouped conv +
             ``index_add``). Equal to the eval-mode train-time unit.
 
     Example:
@@ -178,9 +178,9 @@ class ShuffleUnit(nn.Module):
                 half, half, sfr_kernel_size, groups=sfr_factor if sfr_groups is None else
                 sfr_groups, factor=sfr_factor, act_cfg=act_cfg, deploy=deploy)
         if deploy:
-            self.fuse_for_deploy()
+            self.convert_own_parts()
 
-    def fuse_for_deploy(self) -> None:
+    def convert_own_parts(self, name: str = '') -> None:
         """Fold the BatchNorm of every conv of both branches into the conv (exact in
         eval mode; convs with another norm are kept) and mark the unit deployed.
 
@@ -377,7 +377,7 @@ class ShuffleNetV2(FreezableBackbone):
         ]
         self._reference_init()
         if deploy:
-            self.fuse_for_deploy()
+            self.convert_own_parts()
         self._freeze_stages()
 
     # ------------------------------------------------------------------ arch
@@ -475,24 +475,16 @@ class ShuffleNetV2(FreezableBackbone):
         return list(self.stages)
 
     # ------------------------------------------------------------------ deploy
-    def fuse_for_deploy(self) -> None:
+    def convert_own_parts(self, name: str = '') -> None:
         """Fold the BatchNorms of the stem and ``conv_last`` into their convs (the
-        units fold their own, see :meth:`ShuffleUnit.fuse_for_deploy`)."""
-        self.stem = fuse_conv_module(self.stem)
-        if self.conv_last is not None:
-            self.conv_last = fuse_conv_module(self.conv_last)
-        self.deploy = True
+        units fold their own, :meth:`ShuffleUnit.convert_own_parts`).
 
-    def switch_to_deploy(self) -> None:
-        """Convert in place to the inference form, exact in eval mode: conv -> BN pairs
-        folded into single convs, sparse feature reactivations (if any) converted.
-
-        The result loads and saves the state_dict of the same model built with
-        ``deploy=True``; it can no longer be trained (no BatchNorm statistics).
-
-        Raises:
-            RuntimeError: naming the first SFR whose condensation is unfinished (the
-                model is left unchanged).
+        ``switch_to_deploy()`` converts the whole backbone in place, exact in eval
+        mode: conv -> BN pairs folded into single convs, sparse feature
+        reactivations (if any) converted. The result loads and saves the state_dict
+        of the same model built with ``deploy=True``; it can no longer be trained (no
+        BatchNorm statistics). An SFR whose condensation is unfinished stops it with
+        a ``RuntimeError`` naming the layer, the model left unchanged.
 
         Example:
             >>> model = ShuffleNetV2(arch='0.5x').eval()
@@ -504,7 +496,10 @@ class ShuffleNetV2(FreezableBackbone):
             >>> all(torch.allclose(a, b, atol=1e-5) for a, b in zip(model(x), before))
             True
         """
-        convert_to_deploy(self)
+        self.stem = fuse_conv_module(self.stem)
+        if self.conv_last is not None:
+            self.conv_last = fuse_conv_module(self.conv_last)
+        self.deploy = True
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -14,7 +14,7 @@ from mmcv.cnn import ConvModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .condense import bn_affine, eval_affine, is_plain_batchnorm
+from .norm_act import bn_affine, eval_affine, is_plain_batchnorm
 
 __all__ = ['fold_affine', 'fold_batchnorm', 'fold_state_dict_norms', 'fuse_conv_module']
 
@@ -105,7 +105,7 @@ def fuse_conv_module(module: ConvModule) -> ConvModule:
     The result keeps the conv geometry, the activation, the device and dtype and
     whether the conv is trained (``requires_grad``); its conv gets a bias. Any
     BatchNorm with running statistics that normalises as ``BatchNorm2d`` in eval mode
-    folds (``SyncBatchNorm`` too, :func:`~.condense.is_plain_batchnorm`). A module
+    folds (``SyncBatchNorm`` too, :func:`~.norm_act.is_plain_batchnorm`). A module
     without one, or with another layer order, is returned unchanged (a GroupNorm or a
     norm before the conv has nothing to fold into).
 

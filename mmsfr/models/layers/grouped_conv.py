@@ -24,39 +24,15 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
-from torch.utils._python_dispatch import _get_current_dispatch_mode
-from ...utils.compat import is_compiling
+
+from .fast_path import inference_fast_path
 
 __all__ = ['DEPTHWISE_MAX_OUT', 'gemm_start', 'grouped_conv2d', 'grouped_gemm_into',
-           'grouped_pointwise', 'inference_fast_path']
+           'grouped_pointwise']
 
 #: Largest outputs-per-group for which :func:`grouped_conv2d` uses depthwise convs
 #: (measured on x86 CPUs: faster for 1 and 2 outputs per group, slower from 4).
 DEPTHWISE_MAX_OUT = 2
-
-
-def _any_autocast() -> bool:
-    """Whether autocast is on for the CPU or CUDA (for torch without the C call)."""
-    return torch.is_autocast_enabled('cpu') or torch.is_autocast_enabled('cuda')
-
-
-#: Whether autocast is on for any device type (one C call where torch has it).
-_is_any_autocast_enabled = getattr(torch._C, '_is_any_autocast_enabled', _any_autocast)
-
-
-def inference_fast_path() -> bool:
-    """Whether in-place / re-associated inference kernels may replace canonical ops.
-
-    True only when nothing needs the canonical op graph: no autograd recording, no
-    ``torch.jit`` / ``torch.export`` / ONNX tracing, no ``TorchDispatchMode``
-    observing the aten calls (complexity counters count pooling by its op), and no
-    autocast: autocast picks each op's dtype by the op, which the kernels writing into
-    pre-allocated outputs (``out=``) cannot follow, so under autocast the models run
-    the ops PyTorch would run with autograd, in the dtypes it chooses for them.
-    """
-    return not (torch.is_grad_enabled() or torch.jit.is_tracing()
-                or is_compiling() or _get_current_dispatch_mode() is not None
-                or _is_any_autocast_enabled())
 
 
 def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,

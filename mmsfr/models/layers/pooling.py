@@ -5,7 +5,7 @@ these networks: with one thread, the 3x3 stride-2 max-pool of ShuffleNetV2 1.5x'
 24x112x112 stem output is the largest single op of its forward in ``torch.profiler``,
 several times slower than the same maxima taken over strided slices. Both functions compute exactly what the
 pooling op computes (maxima are exact; the 2x2 mean only re-associates its sum) and
-fall back to the pooling op whenever :func:`~.grouped_conv.inference_fast_path` is off
+fall back to the pooling op whenever :func:`~.fast_path.inference_fast_path` is off
 (autograd, tracing, op counting).
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .grouped_conv import inference_fast_path
-from .native import native_ops
+from .fast_path import inference_fast_path
+from ... import ops
 
 __all__ = ['FastMaxPool2d', 'avg_pool2x2', 'max_pool3x3s2']
 
@@ -23,8 +23,8 @@ __all__ = ['FastMaxPool2d', 'avg_pool2x2', 'max_pool3x3s2']
 def avg_pool2x2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """2x2 average pooling, stride 2 (``nn.AvgPool2d(2, 2)``: odd edges are dropped).
 
-    In :func:`~.grouped_conv.inference_fast_path` it is the mean of four strided
-    slices, or one pass of the C++ kernel of :mod:`~.native` (float32 CPU).
+    In :func:`~.fast_path.inference_fast_path` it is the mean of four strided
+    slices, or one pass of the C++ operator :func:`mmsfr.ops.avg_pool2x2_` (float32 CPU).
 
     Args:
         x: ``(N, C, H, W)`` input.
@@ -46,8 +46,7 @@ def avg_pool2x2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
         y = F.avg_pool2d(x, 2, 2)
         return y if out is None else out.copy_(y)
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    ops = native_ops()
-    if (ops is not None and x.dtype == torch.float32 and x.device.type == 'cpu'
+    if (ops.native_enabled() and x.dtype == torch.float32 and x.device.type == 'cpu'
             and x.dim() == 4 and x.is_contiguous()):
         if out is None:
             out = x.new_empty(*x.shape[:2], h // 2, w // 2)
@@ -80,7 +79,7 @@ def _max3_stride2(x: torch.Tensor, dim: int) -> torch.Tensor:
 def max_pool3x3s2(x: torch.Tensor) -> torch.Tensor:
     """3x3 max pooling, stride 2, padding 1 (``nn.MaxPool2d(3, 2, 1)``) of a 4-D map.
 
-    In :func:`~.grouped_conv.inference_fast_path` the window maxima are taken
+    In :func:`~.fast_path.inference_fast_path` the window maxima are taken
     separably, rows then columns, over strided slices; the result is bit-identical.
 
     Example:

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .condense import DEFAULT_NORM_CFG, build_norm
-from .grouped_conv import inference_fast_path
+from .norm_act import DEFAULT_NORM_CFG, build_norm
+from .fast_path import inference_fast_path
 
 
 class SqueezeExcitation(nn.Module):

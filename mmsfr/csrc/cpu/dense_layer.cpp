@@ -28,7 +28,8 @@
 // and tests/test_models/test_native.py checks them.
 
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
+#include <torch/library.h>
+#include <ATen/ATen.h>
 
 #include <algorithm>
 #include <atomic>
@@ -182,7 +183,7 @@ struct ChannelAffine {
   std::vector<float> scale, shift;
 };
 
-ChannelAffine eval_batch_norm(const std::vector<at::Tensor>& norm, double eps,
+ChannelAffine eval_batch_norm(at::TensorList norm, double eps,
                               int64_t channels, const char* op, const char* name) {
   static const char* const parts[] = {"weight", "bias", "running_mean", "running_var"};
   TORCH_CHECK(norm.size() == 4, op, ": ", name, " must be 4 tensors (weight, bias, ",
@@ -215,10 +216,10 @@ ChannelAffine eval_batch_norm(const std::vector<at::Tensor>& norm, double eps,
 //   weight, groups: its grouped 1x1 conv, (groups * out_per_group, in_per_group, 1, 1);
 //   norm_2, eps_2, act_2: conv_2's BN and activation (over the shuffled 1x1 outputs);
 //   conv_weight: conv_2's grouped 3x3 conv (stride 1, padding 1, `groups` groups).
-void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
-               const std::vector<at::Tensor>& norm, double eps, int64_t act,
+void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
+               at::TensorList norm, double eps, int64_t act,
                const at::Tensor& weight, int64_t groups,
-               const std::vector<at::Tensor>& norm_2, double eps_2, int64_t act_2,
+               at::TensorList norm_2, double eps_2, int64_t act_2,
                const at::Tensor& conv_weight) {
   constexpr const char* op = "lgc_conv_";
   check_weight(weight, op, "weight", 1);
@@ -362,8 +363,8 @@ void lgc_conv_(at::Tensor buf, int64_t channels, const at::Tensor& index,
 // ones. norm, eps, act: the SFR's BN and activation over the new channels; weight,
 // groups: its grouped 1x1 conv, (groups * out_per_group, growth / groups, 1, 1), whose
 // output j adds into old channel index[j].
-void sfr_(at::Tensor buf, int64_t channels, int64_t growth,
-          const std::vector<at::Tensor>& norm, double eps, int64_t act,
+void sfr_(const at::Tensor& buf, int64_t channels, int64_t growth,
+          at::TensorList norm, double eps, int64_t act,
           const at::Tensor& weight, int64_t groups, const at::Tensor& index) {
   constexpr const char* op = "sfr_";
   check_buffer(buf, channels, growth, op);
@@ -427,7 +428,7 @@ void sfr_(at::Tensor buf, int64_t channels, int64_t growth,
   }
 }
 
-void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
+void se_(const at::Tensor& buf, int64_t channels, int64_t growth, const at::Tensor& w1,
          const c10::optional<at::Tensor>& b1, const at::Tensor& w2,
          const c10::optional<at::Tensor>& b2, int64_t gate) {
   constexpr const char* op = "se_";
@@ -484,7 +485,7 @@ void se_(at::Tensor buf, int64_t channels, int64_t growth, const at::Tensor& w1,
   }
 }
 
-void avg_pool2x2_(at::Tensor out, const at::Tensor& x) {
+void avg_pool2x2_(const at::Tensor& out, const at::Tensor& x) {
   constexpr const char* op = "avg_pool2x2_";
   check_float(x, op, "x", 4);
   TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == at::kFloat && out.dim() == 4, op,
@@ -492,9 +493,9 @@ void avg_pool2x2_(at::Tensor out, const at::Tensor& x) {
               out.device(), " with ", out.dim(), " dims");
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t ho = h / 2, wo = w / 2;
-  TORCH_CHECK(out.size(0) == n && out.size(1) == c && out.size(2) == ho && out.size(3) == wo,
-              op, ": out must be (", n, ", ", c, ", ", ho, ", ", wo, ") for x ", x.sizes(),
-              ", got ", out.sizes());
+  TORCH_CHECK(out.size(0) == n && out.size(1) >= c && out.size(2) == ho && out.size(3) == wo,
+              op, ": out must be (", n, ", C >= ", c, ", ", ho, ", ", wo, ") for x ",
+              x.sizes(), ", got ", out.sizes());
   if (out.numel() == 0) return;  // nothing to write (an empty tensor's strides are moot)
   TORCH_CHECK(out.stride(3) == 1 && out.stride(2) == wo && out.stride(1) == ho * wo, op,
               ": out's planes must be contiguous (e.g. a channel slice of an NCHW buffer), "
@@ -539,29 +540,16 @@ bool set_avx2(bool on) {
   return avx2_on.exchange(on);
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Fused inference kernels of deploy-form CondenseNetV2 dense layers (CPU).";
-  // The version of the entry points' arguments, checked by mmsfr/models/layers/native.py
-  // (2: BatchNorms as their own tensors, conv weights as stored).
-  m.attr("API_VERSION") = 2;
-  m.def("lgc_conv_", &lgc_conv_,
-        "LGC + BN + act + grouped 3x3 conv of one dense layer, written into "
-        "buf[:, channels:]; each BN given as [weight, bias, running_mean, running_var]",
-        py::arg("buf"), py::arg("channels"), py::arg("index"), py::arg("norm"),
-        py::arg("eps"), py::arg("act"), py::arg("weight"), py::arg("groups"),
-        py::arg("norm_2"), py::arg("eps_2"), py::arg("act_2"), py::arg("conv_weight"));
-  m.def("sfr_", &sfr_, "SFR of one dense layer, added into buf[:, :channels]; the BN "
-        "given as [weight, bias, running_mean, running_var]",
-        py::arg("buf"), py::arg("channels"), py::arg("growth"), py::arg("norm"),
-        py::arg("eps"), py::arg("act"), py::arg("weight"), py::arg("groups"),
-        py::arg("index"));
-  m.def("se_", &se_, "Squeeze-excite (Linear form) of buf[:, channels:channels + growth], "
-        "in place");
-  m.def("avg_pool2x2_", &avg_pool2x2_, "2x2 average pooling, stride 2, of x into out "
-        "(planes contiguous, e.g. a channel slice of a dense block's buffer)");
-  m.def("uses_avx2", &uses_avx2, "Whether the AVX2 + FMA kernels run (else the generic ones)");
-  m.def("parallel_threads", &parallel_threads, "Threads that run a parallel loop of the "
-        "given number of tasks (at most torch.get_num_threads())");
-  m.def("set_avx2", &set_avx2, "Run the AVX2 + FMA kernels (true) or the generic ones; "
-        "returns the previous setting");
+TORCH_LIBRARY_IMPL(mmsfr, CPU, m) {
+  m.impl("lgc_conv_", &lgc_conv_);
+  m.impl("sfr_", &sfr_);
+  m.impl("se_", &se_);
+  m.impl("avg_pool2x2_", &avg_pool2x2_);
+}
+
+// Not tensor operators: registered without a dispatch key (they run on any call).
+TORCH_LIBRARY_FRAGMENT(mmsfr, m) {
+  m.def("uses_avx2() -> bool", &uses_avx2);
+  m.def("parallel_threads(int tasks) -> int", &parallel_threads);
+  m.def("set_avx2(bool on) -> bool", &set_avx2);
 }

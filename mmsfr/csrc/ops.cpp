@@ -1,0 +1,62 @@
+// The operators of mmsfr, registered with PyTorch's dispatcher as torch.ops.mmsfr.*.
+//
+// This file holds their schemas (the one description of every operator's arguments)
+// and their Meta kernels; the CPU kernels are in cpu/dense_layer.cpp. Because the
+// operators are known to the dispatcher, torch.compile, torch.export and the profiler
+// see them by name: the Meta kernels let FakeTensor tracing (torch.compile, export)
+// run them on tensors without data. Every operator writes into a buffer it is given
+// (marked `(a!)`) and returns nothing, so the Meta kernels have nothing to compute.
+// mmsfr/ops/ holds one typed Python wrapper per operator; mmsfr/ops/loading.py loads
+// this extension (importing mmsfr._ext runs the registrations below).
+
+#include <torch/extension.h>
+#include <torch/library.h>
+
+namespace {
+
+// The version of the operators' arguments, checked by mmsfr/ops/loading.py:
+// 2: each BatchNorm as its own tensors, conv weights as stored;
+// 3: the operators are registered with the dispatcher (torch.ops.mmsfr).
+constexpr int64_t kApiVersion = 3;
+
+void lgc_conv_meta(const at::Tensor&, int64_t, const at::Tensor&, at::TensorList, double,
+                   int64_t, const at::Tensor&, int64_t, at::TensorList, double, int64_t,
+                   const at::Tensor&) {}
+void sfr_meta(const at::Tensor&, int64_t, int64_t, at::TensorList, double, int64_t,
+              const at::Tensor&, int64_t, const at::Tensor&) {}
+void se_meta(const at::Tensor&, int64_t, int64_t, const at::Tensor&,
+             const c10::optional<at::Tensor>&, const at::Tensor&,
+             const c10::optional<at::Tensor>&, int64_t) {}
+void avg_pool2x2_meta(const at::Tensor&, const at::Tensor&) {}
+
+}  // namespace
+
+TORCH_LIBRARY(mmsfr, m) {
+  // LGC -> BN -> act -> grouped 3x3 conv of one deploy dense layer: reads
+  // buf[:, :channels], writes buf[:, channels:channels + conv_weight.size(0)].
+  m.def("lgc_conv_(Tensor(a!) buf, int channels, Tensor index, Tensor[] norm, float eps, "
+        "int act, Tensor weight, int groups, Tensor[] norm_2, float eps_2, int act_2, "
+        "Tensor conv_weight) -> ()");
+  // SFR of one deploy dense layer: from buf[:, channels:channels + growth], added into
+  // buf[:, :channels].
+  m.def("sfr_(Tensor(a!) buf, int channels, int growth, Tensor[] norm, float eps, "
+        "int act, Tensor weight, int groups, Tensor index) -> ()");
+  // Squeeze-excite (Linear form) of buf[:, channels:channels + growth], in place.
+  m.def("se_(Tensor(a!) buf, int channels, int growth, Tensor w1, Tensor? b1, Tensor w2, "
+        "Tensor? b2, int gate) -> ()");
+  // 2x2 average pooling, stride 2, of x (N, C, H, W) into out[:, :C].
+  m.def("avg_pool2x2_(Tensor(a!) out, Tensor x) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(mmsfr, Meta, m) {
+  m.impl("lgc_conv_", &lgc_conv_meta);
+  m.impl("sfr_", &sfr_meta);
+  m.impl("se_", &se_meta);
+  m.impl("avg_pool2x2_", &avg_pool2x2_meta);
+}
+
+// Importing mmsfr._ext loads the library (and so runs the registrations above).
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmsfr's operators, registered with PyTorch's dispatcher as torch.ops.mmsfr.*";
+  m.attr("API_VERSION") = kApiVersion;
+}

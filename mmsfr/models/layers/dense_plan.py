@@ -1,0 +1,160 @@
+"""What a deploy CondenseNetV2 dense layer hands mmsfr's C++ operators.
+
+:func:`dense_plan` collects, for one call, the arguments of the operators of
+:mod:`mmsfr.ops` from a layer's modules: their tensors as stored (conv weights in
+their ``(out, in / groups, kh, kw)`` layout, each BatchNorm as its four tensors and
+eps), the index buffers, the group counts and activation codes. Nothing is derived
+from the weights here: the kernels compute every BN scale and shift themselves, on
+every call, so a forward always reflects the current parameters and buffers.
+:func:`run_plan` makes the calls. This is the one place that knows the operators'
+argument layout.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ... import ops
+from .norm_act import eval_norm
+from .se import SqueezeExcitation
+
+__all__ = ['DensePlan', 'activation_code', 'dense_plan', 'run_plan', 'se_arguments']
+
+#: Codes of the activations the kernels apply, keyed by module type.
+_ACTIVATION_CODES: dict[type, int] = {nn.Identity: 0, nn.ReLU: 1, nn.Hardswish: 2}
+
+
+def activation_code(act: nn.Module) -> int | None:
+    """The kernels' code of an activation module (0 identity, 1 ReLU, 2 hard-swish), or
+    None for an activation they do not implement.
+
+    Example:
+        >>> activation_code(nn.Hardswish()), activation_code(nn.Sigmoid())
+        (2, None)
+    """
+    return _ACTIVATION_CODES.get(type(act))
+
+
+def se_arguments(se: SqueezeExcitation) -> tuple | None:
+    """The arguments of :func:`mmsfr.ops.se_` after the buffer, channel count and growth
+    (``w1, b1, w2, b2, gate``) for a Linear-form :class:`SqueezeExcitation` with float32
+    CPU weights; None for any other (it then runs as PyTorch ops).
+
+    Example:
+        >>> se_arguments(SqueezeExcitation(16, reduction=1))[-1]  # sigmoid gate
+        0
+        >>> se_arguments(SqueezeExcitation(16, with_norm=True)) is None
+        True
+    """
+    if se.with_norm:
+        return None
+    squeeze, _, excite = se.fc
+    tensors = [t for t in (squeeze.weight, squeeze.bias, excite.weight, excite.bias)
+               if t is not None]
+    if any(t.dtype != torch.float32 or t.device.type != 'cpu' or not t.is_contiguous()
+           for t in tensors):
+        return None
+    gate = 0 if isinstance(se.gate, nn.Sigmoid) else 1
+    return squeeze.weight, squeeze.bias, excite.weight, excite.bias, gate
+
+
+class DensePlan(NamedTuple):
+    """The operators' arguments for one deploy dense layer, from :func:`dense_plan`.
+
+    Attributes:
+        lgc: :func:`mmsfr.ops.lgc_conv_`'s arguments after the buffer and channel
+            count: the LGC's index, BN (``[weight, bias, running_mean,
+            running_var]``), eps, activation code, 1x1 conv weight and groups, then
+            ``conv_2``'s BN, eps, activation code and 3x3 conv weight.
+        se: The layer's squeeze-excite module, or None.
+        se_args: :func:`mmsfr.ops.se_`'s arguments after the buffer, channel count and
+            growth (:func:`se_arguments`); None without an SE or when the SE runs as
+            PyTorch ops.
+        sfr: :func:`mmsfr.ops.sfr_`'s arguments after the buffer, channel count and
+            growth: the SFR's BN, eps, activation code, 1x1 conv weight, groups and
+            index; None without an SFR.
+    """
+
+    lgc: tuple
+    se: SqueezeExcitation | None
+    se_args: tuple | None
+    sfr: tuple | None
+
+
+def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
+    """The operators' arguments for ``layer`` (a deploy
+    :class:`~mmsfr.models.backbones.condensenet.DenseLayer`) writing into the buffer
+    ``out``, or None when the operators do not implement the layer as it is now.
+
+    None when: a part is not in deploy form (or its conv is not 1x1), a norm does not
+    normalise as an eval-mode ``BatchNorm2d`` with running statistics (training mode,
+    or not a plain BatchNorm: :func:`~mmsfr.models.layers.norm_act.eval_norm`; an
+    eval-mode ``SyncBatchNorm`` is one), a tensor or ``out`` is not float32 on the CPU
+    (an ``index`` not int64 on the CPU), ``conv_2`` is not a 3x3 / stride 1 / padding 1
+    conv, or an activation is not one the kernels implement (:func:`activation_code`).
+
+    Example:
+        >>> from mmsfr.models.backbones.condensenet import DenseLayer
+        >>> layer = DenseLayer(16, 8, 4, 4, 4, deploy=True).eval()
+        >>> plan = dense_plan(layer, torch.empty(1, 24, 5, 5))
+        >>> plan.lgc[0] is layer.conv_1.index, plan.lgc[4] is layer.conv_1.conv.weight
+        (True, True)
+        >>> dense_plan(layer.train(), torch.empty(1, 24, 5, 5)) is None
+        True
+    """
+    if out.dtype != torch.float32 or not out.is_cpu:
+        return None
+    mods = layer._modules
+    lgc, conv_2, se, sfr = mods['conv_1'], mods['conv_2'], mods.get('se'), mods.get('sfr')
+    conv = conv_2._modules['conv']
+    if not (lgc.deploy and lgc.kernel_size == 1) or (
+            sfr is not None and not (sfr.deploy and sfr.kernel_size == 1)) or (
+            conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
+            or conv.dilation != (1, 1) or conv.groups != lgc.groups):
+        return None
+    units = [_kernel_unit(part) for part in (lgc, conv_2, sfr) if part is not None]
+    if any(unit is None for unit in units):
+        return None
+    indices = [part._buffers['index'] for part in (lgc, sfr) if part is not None]
+    if any(index.dtype != torch.int64 or not index.is_cpu for index in indices):
+        return None
+    (norm, eps, act, weight), (norm_2, eps_2, act_2, conv_weight) = units[:2]
+    lgc_args = (indices[0], norm, eps, act, weight, lgc.groups, norm_2, eps_2, act_2,
+                conv_weight)
+    sfr_args = None
+    if sfr is not None:
+        sfr_args = (*units[2], sfr.groups, indices[1])
+    return DensePlan(lgc_args, se, None if se is None else se_arguments(se), sfr_args)
+
+
+def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch.Tensor] | None:
+    """``([bn weight, bias, running_mean, running_var], eps, activation code, conv
+    weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
+    or None if they cannot (see :func:`dense_plan`)."""
+    mods = part._modules
+    norm, act = eval_norm(mods['norm']), activation_code(mods['act'])
+    if norm is None or act is None:
+        return None
+    *tensors, eps = norm
+    tensors.append(mods['conv']._parameters['weight'])
+    if any(t is None or t.dtype != torch.float32 or not t.is_cpu for t in tensors):
+        return None
+    tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]
+    return tensors[:4], eps, act, tensors[4]
+
+
+def run_plan(plan: DensePlan, out: torch.Tensor, channels: int, growth: int) -> None:
+    """Run one dense layer's operators on the buffer ``out``: the layer reads its first
+    ``channels`` channels, writes ``growth`` new ones after them and reactivates the old
+    ones (see :meth:`~mmsfr.models.backbones.condensenet.DenseLayer.write_features_`)."""
+    ops.lgc_conv_(out, channels, *plan.lgc)
+    if plan.se is not None:
+        if plan.se_args is None:
+            new = out[:, channels:channels + growth]
+            new.mul_(plan.se.excitation(new))
+        else:
+            ops.se_(out, channels, growth, *plan.se_args)
+    if plan.sfr is not None:
+        ops.sfr_(out, channels, growth, *plan.sfr)

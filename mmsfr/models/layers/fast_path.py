@@ -1,0 +1,39 @@
+"""When inference kernels may replace the canonical ops (in place, ``out=``, C++).
+
+The layers of mmsfr compute every forward in one of two ways with the same sums: the
+canonical PyTorch ops that autograd, tracers, exporters and op counters expect, or an
+inference path that writes into pre-allocated buffers, overwrites temporaries and may
+call mmsfr's C++ operators. :func:`inference_fast_path` says which one applies now.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from ...utils.compat import is_compiling
+
+__all__ = ['inference_fast_path']
+
+
+def _any_autocast() -> bool:
+    """Whether autocast is on for the CPU or CUDA (for torch without the C call)."""
+    return torch.is_autocast_enabled('cpu') or torch.is_autocast_enabled('cuda')
+
+
+#: Whether autocast is on for any device type (one C call where torch has it).
+_is_any_autocast_enabled = getattr(torch._C, '_is_any_autocast_enabled', _any_autocast)
+
+
+def inference_fast_path() -> bool:
+    """Whether in-place / re-associated inference kernels may replace canonical ops.
+
+    True only when nothing needs the canonical op graph: no autograd recording, no
+    ``torch.jit`` / ``torch.export`` / ONNX tracing, no ``TorchDispatchMode``
+    observing the aten calls (complexity counters count pooling by its op), and no
+    autocast: autocast picks each op's dtype by the op, which the kernels writing into
+    pre-allocated outputs (``out=``) cannot follow, so under autocast the models run
+    the ops PyTorch would run with autograd, in the dtypes it chooses for them.
+    """
+    return not (torch.is_grad_enabled() or torch.jit.is_tracing()
+                or is_compiling() or _get_current_dispatch_mode() is not None
+                or _is_any_autocast_enabled())

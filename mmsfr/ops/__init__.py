@@ -1,0 +1,19 @@
+"""mmsfr's C++ operators, registered with PyTorch's dispatcher (``torch.ops.mmsfr``).
+
+* :mod:`.loading`: loads ``mmsfr._ext`` and holds the per-thread switch
+  (:func:`native_kernels`, ``MMSFR_NATIVE=0``);
+* :mod:`.dense_layer`: one typed wrapper per operator.
+
+Example:
+    >>> from mmsfr import ops
+    >>> isinstance(ops.native_available(), bool)
+    True
+"""
+from .dense_layer import (avg_pool2x2_, lgc_conv_, parallel_threads, se_, set_avx2, sfr_,
+                          uses_avx2)
+from .loading import (API_VERSION, REQUIRED, STATUS, native_available, native_enabled,
+                      native_kernels)
+
+__all__ = ['API_VERSION', 'REQUIRED', 'STATUS', 'avg_pool2x2_', 'lgc_conv_',
+           'native_available', 'native_enabled', 'native_kernels', 'parallel_threads',
+           'se_', 'set_avx2', 'sfr_', 'uses_avx2']

@@ -1,0 +1,100 @@
+"""Typed wrappers of mmsfr's C++ operators (``torch.ops.mmsfr.*``).
+
+Each function calls one operator of ``mmsfr/csrc/ops.cpp``: fused float32 CPU
+inference kernels of a deploy CondenseNetV2 dense layer that write into the dense
+block's pre-allocated ``(N, C, H, W)`` buffer. They need the extension
+(:func:`~mmsfr.ops.native_available`); :mod:`mmsfr.models.layers.dense_plan` collects
+their arguments from a layer's modules, and :class:`~mmsfr.models.backbones.DenseBlock`
+calls them. Every argument is checked by the kernel (a ``RuntimeError`` naming it).
+
+BatchNorms are passed as their four tensors ``[weight, bias, running_mean,
+running_var]`` and eps, conv weights as stored ``(out, in / groups, kh, kw)``:
+the kernels derive everything else on every call.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ['avg_pool2x2_', 'lgc_conv_', 'parallel_threads', 'se_', 'set_avx2', 'sfr_',
+           'uses_avx2']
+
+
+def lgc_conv_(buf: torch.Tensor, channels: int, index: torch.Tensor,
+              norm: Sequence[torch.Tensor], eps: float, act: int, weight: torch.Tensor,
+              groups: int, norm_2: Sequence[torch.Tensor], eps_2: float, act_2: int,
+              conv_weight: torch.Tensor) -> None:
+    """LGC -> BN -> act -> grouped 3x3 conv of one dense layer, into ``buf``.
+
+    Reads ``buf[:, :channels]`` and writes ``buf[:, channels:channels + growth]``
+    (``growth = conv_weight.shape[0]``).
+
+    Args:
+        buf: The dense block's contiguous float32 buffer.
+        channels: The layer's input channels.
+        index: The LGC's input channels (int64).
+        norm / eps / act: The LGC's BN over the selected channels and its activation
+            code (0 identity, 1 ReLU, 2 hard-swish).
+        weight / groups: The LGC's grouped 1x1 conv (its output shuffle applied).
+        norm_2 / eps_2 / act_2: ``conv_2``'s BN and activation.
+        conv_weight: ``conv_2``'s grouped 3x3 conv (stride 1, padding 1, ``groups``).
+    """
+    torch.ops.mmsfr.lgc_conv_(buf, channels, index, list(norm), eps, act, weight, groups,
+                              list(norm_2), eps_2, act_2, conv_weight)
+
+
+def sfr_(buf: torch.Tensor, channels: int, growth: int, norm: Sequence[torch.Tensor],
+         eps: float, act: int, weight: torch.Tensor, groups: int,
+         index: torch.Tensor) -> None:
+    """Sparse feature reactivation of one dense layer, in ``buf``.
+
+    BN -> act over the ``growth`` new channels after ``channels``, the grouped 1x1 conv
+    on their shuffled order, output ``j`` added into old channel ``index[j]``.
+    """
+    torch.ops.mmsfr.sfr_(buf, channels, growth, list(norm), eps, act, weight, groups, index)
+
+
+def se_(buf: torch.Tensor, channels: int, growth: int, w1: torch.Tensor,
+        b1: torch.Tensor | None, w2: torch.Tensor, b2: torch.Tensor | None,
+        gate: int) -> None:
+    """Squeeze-excite (Linear form) of ``buf[:, channels:channels + growth]`` in place:
+    global mean -> ``w1`` -> ReLU -> ``w2`` -> gate (0 sigmoid, 1 hard-sigmoid)."""
+    torch.ops.mmsfr.se_(buf, channels, growth, w1, b1, w2, b2, gate)
+
+
+def avg_pool2x2_(out: torch.Tensor, x: torch.Tensor) -> None:
+    """2x2 average pooling, stride 2, of ``x`` ``(N, C, H, W)`` into ``out[:, :C]``.
+
+    ``out`` is ``(N, C' >= C, H // 2, W // 2)`` with contiguous planes, e.g. the next
+    dense block's buffer or a channel slice of it.
+
+    Example:
+        >>> from mmsfr.ops import native_available
+        >>> x = torch.rand(1, 2, 4, 4)
+        >>> out = torch.zeros(1, 3, 2, 2)
+        >>> if native_available():
+        ...     avg_pool2x2_(out, x)
+        ... else:
+        ...     out[:, :2] = torch.nn.functional.avg_pool2d(x, 2)
+        >>> torch.allclose(out[:, :2], torch.nn.functional.avg_pool2d(x, 2))
+        True
+    """
+    torch.ops.mmsfr.avg_pool2x2_(out, x)
+
+
+def uses_avx2() -> bool:
+    """Whether the kernels run their AVX2 + FMA code (else the baseline code)."""
+    return torch.ops.mmsfr.uses_avx2()
+
+
+def set_avx2(on: bool) -> bool:
+    """Run the AVX2 + FMA code (True) or the baseline code; returns the previous
+    setting. Raises on a CPU without AVX2 + FMA when ``on``."""
+    return torch.ops.mmsfr.set_avx2(on)
+
+
+def parallel_threads(tasks: int) -> int:
+    """Threads that run a parallel loop of ``tasks`` tasks (at most
+    ``torch.get_num_threads()``; 1 for an extension built without OpenMP)."""
+    return torch.ops.mmsfr.parallel_threads(tasks)
