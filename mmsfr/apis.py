@@ -7,72 +7,17 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from mmsfr.checkpoint import (atomic_save, check_not_input, check_output,  # noqa: F401
                               find_state_dict, read_checkpoint)
-from mmsfr.models.backbones.condensenet import convert_official_condensenet
-from mmsfr.models.backbones.shufflenetv2 import (convert_official_shufflenetv2,
-                                                 convert_official_shufflenetv2plus,
-                                                 convert_torchvision_shufflenetv2)
+from mmsfr.converters import OFFICIAL_MODELS, OfficialModel  # noqa: F401
 from mmsfr.models.deploy import convert_to_deploy, deployable_modules, pending_deploy
 from mmsfr.models.layers.condense import (CondensingConv, CondensingLinear,
                                           SparseFeatureReactivation)
 from mmsfr.utils.cli import UserError
-
-
-@dataclass(frozen=True)
-class OfficialModel:
-    """A released model: how to map its keys and which configs load the result."""
-
-    convert: Callable[[dict], dict]
-    deploy_config: str
-    train_config: str
-
-
-def _cdn(family: str, arch: str) -> OfficialModel:
-    base = f'configs/pretrain/{family}/{family}-{arch}'
-    return OfficialModel(convert_official_condensenet, f'{base}_deploy_in1k.py',
-                         f'{base}_8xb128_in1k.py')
-
-
-#: Released checkpoints ``tools/model_converters/official_to_mmsfr.py`` understands.
-OFFICIAL_MODELS: dict[str, OfficialModel] = {
-    'condensenetv2_a': _cdn('condensenetv2', 'a'),
-    'condensenetv2_b': _cdn('condensenetv2', 'b'),
-    'condensenetv2_c': _cdn('condensenetv2', 'c'),
-    'condensenet_v1_g4': _cdn('condensenet', 'v1-g4'),
-    'condensenet_v1_g8': _cdn('condensenet', 'v1-g8'),
-    # megvii ShuffleNet-Series releases ({'state_dict'} with `module.` keys) and
-    # torchvision's shufflenet_v2_x* state_dicts. Nothing to condense: both config
-    # fields name the same config (the torchvision ones: the *-tv layout configs).
-    **{
-        f'shufflenetv2_x{w}': OfficialModel(
-            partial(convert_official_shufflenetv2, arch=f"{w.replace('_', '.')}x"),
-            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}_8xb128_in1k.py',
-            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}_8xb128_in1k.py')
-        for w in ('0_5', '1_0', '1_5', '2_0')
-    },
-    **{
-        f'shufflenetv2plus_{a}': OfficialModel(
-            partial(convert_official_shufflenetv2plus, arch=arch),
-            f'configs/pretrain/shufflenetv2/shufflenetv2plus-{a}_8xb128_in1k.py',
-            f'configs/pretrain/shufflenetv2/shufflenetv2plus-{a}_8xb128_in1k.py')
-        for a, arch in (('s', 'small'), ('m', 'medium'), ('l', 'large'))
-    },
-    **{
-        f'torchvision_shufflenetv2_x{w}': OfficialModel(
-            partial(convert_torchvision_shufflenetv2, arch=f"{w.replace('_', '.')}x"),
-            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}-tv_8xb128_in1k.py',
-            f'configs/pretrain/shufflenetv2/shufflenetv2-x{w}-tv_8xb128_in1k.py')
-        for w in ('0_5', '1_0', '1_5', '2_0')
-    },
-}
 
 
 def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
