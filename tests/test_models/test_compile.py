@@ -1,9 +1,10 @@
-"""Deploy backbones under ``torch.compile`` (TorchInductor): same outputs as eager.
+"""Deploy backbones under ``torch.compile`` (TorchInductor) and ``torch.export``.
 
-Inductor traces the functional path (``inference_fast_path()`` is False while
-compiling) and, with ``freezing``, turns weights into constants; the compiled
-backbone must give the eager deploy model's features and still follow later
-changes of the input size (a recompile, not a wrong answer).
+An inference forward of a deploy CondenseNetV2 is traced with mmsfr's C++ operators
+kept in the graph (``torch.ops.mmsfr.*``, registered with the dispatcher, with Meta
+kernels); everything else is traced as canonical ops and, with ``freezing``, weights
+become constants. The compiled backbone must give the eager deploy model's features
+and still follow later changes of the input size (a recompile, not a wrong answer).
 """
 import copy
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from conftest import randomise_bn
+from mmsfr import ops
 from mmsfr.models import CondenseNetV2, SFRShuffleNetV2
 from mmsfr.models.layers import condense_model
 from mmsfr.testing import rel_diff
@@ -42,3 +44,61 @@ def test_deploy_backbone_compiles_and_matches_eager(family):
         assert len(got) == len(eager)
         for a, b in zip(got, eager):
             assert a.shape == b.shape and rel_diff(a, b) < 1e-5
+
+
+def small_condensenetv2():
+    torch.manual_seed(0)
+    arch = dict(depths=(1, 2, 2), growths=(8, 8, 16), groups=4, condense_factor=4,
+                sparse_factor=4, hs_from=1, se_from=2)
+    return deployed(CondenseNetV2(arch, out_indices=(0, 1, 2)))
+
+
+def mmsfr_ops_in(graph: torch.fx.Graph) -> set[str]:
+    return {str(node.target).split('.')[1] for node in graph.nodes
+            if str(node.target).startswith('mmsfr.')}
+
+
+needs_ops = pytest.mark.skipif(not ops.native_available(), reason=ops.STATUS)
+
+
+@needs_ops
+def test_compile_keeps_mmsfr_operators_in_one_graph():
+    model = small_condensenetv2()
+    x = torch.rand(1, 3, 64, 64)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm.graph)
+        return gm.forward
+
+    with torch.inference_mode():
+        eager = model(x)
+        got = torch.compile(model, backend=backend, dynamic=False)(x)
+    assert len(graphs) == 1  # no graph break
+    assert mmsfr_ops_in(graphs[0]) == {'lgc_conv_', 'sfr_', 'se_'}
+    assert all(rel_diff(a, b) < 1e-6 for a, b in zip(got, eager))
+    with torch.inference_mode(), ops.native_kernels(False):  # switched off: PyTorch ops
+        graphs.clear()
+        torch._dynamo.reset()
+        torch.compile(model, backend=backend, dynamic=False)(x)
+    assert mmsfr_ops_in(graphs[0]) == set()
+
+
+@needs_ops
+def test_torch_export_keeps_mmsfr_operators_and_onnx_export_does_not():
+    model = small_condensenetv2()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        program = torch.export.export(model, (x,))
+        assert mmsfr_ops_in(program.graph) == {'lgc_conv_', 'sfr_', 'se_'}
+        for a, b in zip(program.module()(x), model(x)):
+            assert rel_diff(a, b) < 1e-6
+    # With autograd on (as exporters and training trace) the canonical ops are traced.
+    program = torch.export.export(model, (x,))
+    assert mmsfr_ops_in(program.graph) == set()
+    # The ONNX exporter needs standard operators, with or without autograd.
+    pytest.importorskip('onnxscript')
+    with torch.no_grad():
+        onnx_program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
+    domains = {node.domain for node in onnx_program.model_proto.graph.node}
+    assert domains <= {'', 'ai.onnx'}

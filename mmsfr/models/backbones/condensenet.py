@@ -22,6 +22,7 @@ from .base import FreezableBackbone, resolve_out_indices
 from ... import ops
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
                       SqueezeExcitation, avg_pool2x2, inference_fast_path)
+from ..layers.fast_path import traced_inference
 from ..layers.dense_plan import dense_plan, run_plan
 from ..layers.norm_act import DEFAULT_NORM_CFG, build_norm
 
@@ -122,8 +123,10 @@ class DenseBlock(nn.Sequential):
     block allocates its output once and each layer writes its new channels into the
     next free slice and reactivates the old ones in place, so the features are not
     re-copied ``L`` times. Both paths compute the same sums.
-    Tracing (``torch.jit``, ``torch.export``, ONNX export) and op counters take the
-    functional path (see :func:`~mmsfr.models.layers.inference_fast_path`).
+    ``torch.jit`` tracing, ONNX export, autocast and op counters take the functional
+    path (see :func:`~mmsfr.models.layers.inference_fast_path`); ``torch.compile`` and
+    ``torch.export`` of an inference forward keep the buffer and mmsfr's C++ operators
+    when they are on (:func:`~mmsfr.models.layers.fast_path.traced_inference`).
 
     ``block(x, pool=True)`` is ``block(avg_pool2x2(x))``, the transition into every
     block after the first; without autograd it pools straight into the buffer.
@@ -142,7 +145,7 @@ class DenseBlock(nn.Sequential):
                 or empty in a spatial dimension (with autograd the canonical ops
                 raise).
         """
-        if not inference_fast_path():
+        if not (inference_fast_path() or traced_inference() and ops.native_enabled()):
             return super().forward(avg_pool2x2(x) if pool else x)
         n, c, h, w = x.shape
         if pool:

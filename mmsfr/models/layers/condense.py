@@ -42,7 +42,7 @@ from ...utils.compat import is_exporting
 
 __all__ = ['CondensingConv', 'CondensingLinear', 'LearnedGroupConv',
            'SparseFeatureReactivation', 'condensation_stage', 'condense_model',
-           'condensing_layers', 'index_add_channels_']
+           'condensing_layers', 'ChannelScatterAdd', 'index_add_channels_']
 
 
 def condensation_stage(progress: float, factor: int) -> int:
@@ -398,6 +398,8 @@ class SparseFeatureReactivation(CondensingConv):
                 # order (a freshly built deploy SFR) for a copy of its updates, which is
                 # right only when the scattered-into tensor is zero.
                 return old + torch.zeros_like(old).index_add(1, self.index, self.update(x))
+            if torch.onnx.is_in_onnx_export():  # the TorchScript-based exporter
+                return ChannelScatterAdd.apply(old, self.index, self.update(x))
             return old.index_add(1, self.index, self.update(x))
         return old + self.update(x)
 
@@ -447,6 +449,39 @@ class SparseFeatureReactivation(CondensingConv):
         # Output g * (out / S) + q is old channel kept[g][q], fed by group g's inputs.
         rows = [weight[kept[g]][:, g::self.groups] for g in range(self.groups)]
         self.conv.weight.data.copy_(torch.cat(rows))
+
+
+class ChannelScatterAdd(torch.autograd.Function):
+    """``old.index_add(1, index, values)``, exported exactly by torch's TorchScript-based
+    ONNX exporter (``torch.onnx.export(..., dynamo=False)``, the route of MMDeploy and
+    most deployment scripts).
+
+    That exporter turns ``index_add`` into a ``ScatterElements`` without a reduction,
+    which overwrites where indices repeat (SFR indices do: two groups may reactivate
+    the same old channel), silently giving a wrong graph. This function's ONNX symbolic
+    emits ``ScatterElements(reduction='add')`` (opset >= 16), which sums them.
+
+    Example:
+        >>> old, values = torch.zeros(1, 3, 1, 1), torch.ones(1, 2, 1, 1)
+        >>> ChannelScatterAdd.apply(old, torch.tensor([2, 2]), values).flatten().tolist()
+        [0.0, 0.0, 2.0]
+    """
+
+    @staticmethod
+    def forward(ctx, old: torch.Tensor, index: torch.Tensor,
+                values: torch.Tensor) -> torch.Tensor:
+        return old.index_add(1, index, values)
+
+    @staticmethod
+    def symbolic(g, old, index, values):
+        opset = g.opset  # the exporter's graph context knows its target opset
+        if opset < 16:
+            raise ValueError(
+                f'the sparse feature reactivation exports as ScatterElements with '
+                f"reduction='add', which needs ONNX opset >= 16; got opset_version={opset}")
+        shape = g.op('Constant', value_t=torch.tensor([1, -1, 1, 1], dtype=torch.int64))
+        indices = g.op('Expand', g.op('Reshape', index, shape), g.op('Shape', values))
+        return g.op('ScatterElements', old, indices, values, axis_i=1, reduction_s='add')
 
 
 def index_add_channels_(old: torch.Tensor, index: torch.Tensor,

@@ -3,7 +3,10 @@
 The layers of mmsfr compute every forward in one of two ways with the same sums: the
 canonical PyTorch ops that autograd, tracers, exporters and op counters expect, or an
 inference path that writes into pre-allocated buffers, overwrites temporaries and may
-call mmsfr's C++ operators. :func:`inference_fast_path` says which one applies now.
+call mmsfr's C++ operators. :func:`inference_fast_path` says when the eager inference
+path applies; :func:`traced_inference` when ``torch.compile`` / ``torch.export`` trace
+an inference forward, which keeps mmsfr's operators (``torch.ops.mmsfr.*``, known to
+the dispatcher) in the graph.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ...utils.compat import is_compiling
 
-__all__ = ['inference_fast_path']
+__all__ = ['inference_fast_path', 'traced_inference']
 
 
 def _any_autocast() -> bool:
@@ -37,3 +40,17 @@ def inference_fast_path() -> bool:
     return not (torch.is_grad_enabled() or torch.jit.is_tracing()
                 or is_compiling() or _get_current_dispatch_mode() is not None
                 or _is_any_autocast_enabled())
+
+
+def traced_inference() -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` traces an inference forward that
+    may keep mmsfr's C++ operators (``torch.ops.mmsfr.*``) in its graph.
+
+    True while dynamo traces without autograd recording and without autocast, except
+    for the ONNX exporter (its graph must consist of standard ONNX operators). The
+    operators' Meta kernels let the tracer run them on tensors without data, and
+    TorchInductor keeps their in-place writes into the dense blocks' buffers (no
+    copies). Everything else under tracing takes the canonical ops.
+    """
+    return (is_compiling() and not torch.is_grad_enabled()
+            and not torch.onnx.is_in_onnx_export() and not _is_any_autocast_enabled())
