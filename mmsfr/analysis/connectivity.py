@@ -14,7 +14,7 @@ This module computes these matrices from a state_dict alone (no model is built),
 every checkpoint form mmsfr knows: its own train-time (``_mask`` buffers) and deploy
 (``index`` buffers, grouped weights) forms, with or without the ``backbone.`` prefix,
 and the authors' released converted and training-script files (mapped to mmsfr keys by
-:func:`~mmsfr.models.backbones.condensenet.convert_official_condensenet`). Both forms
+:func:`~mmsfr.converters.convert_official_condensenet`). Both forms
 of the same weights give the same matrices: deploy weights are scattered back to the
 positions of the train-time ``(out, in)`` matrix they came from.
 
@@ -271,7 +271,7 @@ def _strip_to_backbone(state_dict: Mapping[str, torch.Tensor],
     """Convert released keys, find the backbone prefix, return bare backbone keys."""
     released = any(_RELEASED.match(k) for k in state_dict)
     if released:
-        from ..models.backbones.condensenet import convert_official_condensenet
+        from ..converters import convert_official_condensenet
         blocks = [int(m[3]) for k in state_dict if (m := _RELEASED.match(k)) and m[3]]
         state_dict = convert_official_condensenet(dict(state_dict),
                                                   num_blocks=max(blocks, default=5))

@@ -5,17 +5,28 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from ..models.backbones.condensenet import convert_official_condensenet
-from ..models.backbones.shufflenetv2 import (convert_official_shufflenetv2,
-                                             convert_official_shufflenetv2plus,
-                                             convert_torchvision_shufflenetv2)
+from .condensenet import convert_official_condensenet
+from .shufflenetv2 import (convert_official_shufflenetv2, convert_official_shufflenetv2plus,
+                           convert_torchvision_shufflenetv2)
 
 __all__ = ['OFFICIAL_MODELS', 'OfficialModel']
 
 
 @dataclass(frozen=True)
 class OfficialModel:
-    """A released model: how to map its keys and which configs load the result."""
+    """A released model: how to map its keys and which configs load the result.
+
+    Attributes:
+        convert: Maps the released state_dict to mmsfr ``ImageClassifier`` keys.
+        deploy_config: The config that loads the converted weights as released.
+        train_config: The config of the train-time form (the same config for the
+            models with nothing to condense).
+
+    Example:
+        >>> entry = OFFICIAL_MODELS['shufflenetv2_x1_0']
+        >>> entry.convert.func.__name__, entry.convert.keywords
+        ('convert_official_shufflenetv2', {'arch': '1.0x'})
+    """
 
     convert: Callable[[dict], dict]
     deploy_config: str

@@ -11,7 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from conftest import REPO, fixture_path, load_fixture
 from mmsfr.models import CondenseNet, CondenseNetV2
-from mmsfr.models.backbones.condensenet import convert_official_condensenet
+from mmsfr.converters import convert_official_condensenet
 from mmsfr.models.layers import condense_model, condensing_layers
 from mmsfr.testing import rel_diff
 
@@ -123,6 +123,11 @@ def test_checkpoint_of_another_arch_names_both():
     a = CondenseNetV2(arch='a')
     with pytest.raises(ValueError, match=r"holds arch 'a' .* but the model is arch 'b'"):
         CondenseNetV2(arch='b').load_state_dict(a.state_dict())
+
+
+def test_converter_answers_at_its_former_address():
+    from mmsfr.models.backbones import condensenet
+    assert condensenet.convert_official_condensenet is convert_official_condensenet
 
 
 def test_condensation_to_deploy_is_exact_for_whole_backbone():

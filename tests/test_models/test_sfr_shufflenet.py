@@ -161,6 +161,40 @@ def test_condense_then_deploy_is_exact(cls, kwargs):
             assert rel_diff(a, b) <= 1e-5
 
 
+@pytest.mark.parametrize('cls, kwargs', [
+    (SFRShuffleNetV2, dict(arch='0.5x', out_indices=(0, 1, 2, 3, 4))),
+    (SFRShuffleNetV2Plus, dict(arch=dict(stage_channels=(20, 32, 48, 64)), out_indices=(4, ))),
+])
+def test_deploy_form_built_directly_has_the_keys_of_the_switched_one(cls, kwargs):
+    switched = randomise_bn(cls(**kwargs)).eval()
+    condense_model(switched, 1.0)
+    switched.switch_to_deploy()
+    built = cls(deploy=True, **kwargs)
+    shapes = {k: tuple(v.shape) for k, v in switched.state_dict().items()}
+    assert list(built.state_dict()) == list(shapes)
+    assert {k: tuple(v.shape) for k, v in built.state_dict().items()} == shapes
+    built.load_state_dict(switched.state_dict(), strict=True)
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        for a, b in zip(built.eval()(x), switched(x)):
+            assert rel_diff(a, b) <= 1e-6
+
+
+def test_every_keyword_and_default_of_the_hosts():
+    """No __init__ of their own: the hosts' keywords, the variants' default archs."""
+    assert SFRShuffleNetV2().arch_name == '1.0x'
+    assert SFRShuffleNetV2Plus().arch_name == 'small'
+    model = SFRShuffleNetV2(widen_factor=0.5, layout='torchvision', out_indices=(1, 4),
+                            frozen_stages=1, norm_cfg=dict(type='BN', eps=1e-3),
+                            norm_eval=True, with_cp=True, deploy=False, init_cfg=None)
+    assert (model.arch_name, model.layout, model.out_indices) == ('0.5x', 'torchvision', (1, 4))
+    assert model.stem.bn.eps == 1e-3 and model.with_cp and model.norm_eval
+    # The SFR norms start at zero (the reactivation starts as the identity).
+    assert all(not u.sfr.norm.weight.any() for u in model.sfr_units())
+    with pytest.raises(TypeError, match='takes no widen_factor'):
+        SFRShuffleNetV2Plus(widen_factor=1.0)
+
+
 def test_unfinished_condensation_refused():
     model = SFRShuffleNetV2(arch='0.5x')
     condense_model(model, 0.25)

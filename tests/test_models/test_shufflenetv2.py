@@ -13,9 +13,11 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mmsfr  # noqa: F401  (registers the models)
-from mmsfr.models import (ShuffleNetV2, ShuffleNetV2Plus, convert_official_shufflenetv2,
-                          convert_official_shufflenetv2plus,
-                          convert_torchvision_shufflenetv2)
+from mmsfr.converters import (convert_official_shufflenetv2,
+                              convert_official_shufflenetv2plus,
+                              convert_torchvision_shufflenetv2)
+from mmsfr.models import ShuffleNetV2, ShuffleNetV2Plus
+from mmsfr.models.deploy import pending_deploy
 
 from conftest import randomise_bn
 
@@ -213,6 +215,45 @@ def test_default_outputs_and_conv_last():
     assert plus.conv_last is None and plus.out_channels == (104, 208, 416)
     assert plus.out_strides == (8, 16, 32)
     assert ShuffleNetV2Plus(arch='Large').arch_name == 'large'
+
+
+@pytest.mark.parametrize('cls, kwargs', [
+    (ShuffleNetV2, dict(arch='0.5x', out_indices=(0, 1, 2, 3, 4))),
+    (ShuffleNetV2, dict(arch='1.0x', layout='torchvision', out_indices=(4, ))),
+    (ShuffleNetV2Plus, dict(arch='small', out_indices=(0, 1, 2, 3, 4))),
+    (ShuffleNetV2, dict(arch='0.5x', norm_cfg=dict(type='GN', num_groups=4))),
+])
+def test_deploy_form_built_directly_equals_the_switched_one(cls, kwargs):
+    """deploy=True builds the form switch_to_deploy() makes: same modules and keys."""
+    switched = randomise_bn(cls(**kwargs)).eval()
+    switched.switch_to_deploy()
+    built = cls(deploy=True, **kwargs)
+    assert built.deploy and not pending_deploy(built)
+    shapes = {k: tuple(v.shape) for k, v in switched.state_dict().items()}
+    assert list(built.state_dict()) == list(shapes)
+    assert {k: tuple(v.shape) for k, v in built.state_dict().items()} == shapes
+    assert repr(built) == repr(switched)
+    built.load_state_dict(switched.state_dict(), strict=True)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(built.eval()(x), switched(x)):
+            assert torch.equal(a, b)
+
+
+def test_subclasses_keep_the_arguments_and_defaults():
+    """The variants take ShuffleNetV2's arguments; only their defaults differ."""
+    assert ShuffleNetV2Plus(deploy=True, with_cp=True).arch_name == 'small'
+    with pytest.raises(TypeError, match='ShuffleNetV2Plus takes no widen_factor'):
+        ShuffleNetV2Plus(widen_factor=1.0)
+
+
+def test_converters_answer_at_their_former_addresses():
+    import mmsfr.converters as converters
+    from mmsfr.models.backbones import shufflenetv2
+    for name in ('convert_official_shufflenetv2', 'convert_official_shufflenetv2plus',
+                 'convert_torchvision_shufflenetv2'):
+        assert getattr(shufflenetv2, name) is getattr(converters, name)
+    assert convert_official_shufflenetv2 is converters.convert_official_shufflenetv2
 
 
 def test_registry_scopes():

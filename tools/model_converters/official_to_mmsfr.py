@@ -16,7 +16,8 @@ import argparse
 import sys
 
 import mmsfr  # noqa: F401
-from mmsfr.apis import OFFICIAL_MODELS, convert_official
+from mmsfr.apis import convert_official
+from mmsfr.converters import OFFICIAL_MODELS
 from mmsfr.utils.cli import add_debug_arg, not_written, tool_main
 
 

@@ -7,7 +7,6 @@ from its new features adds into the old ones (SFR). Blocks are separated by a pl
 """
 from __future__ import annotations
 
-import copy
 import re
 from typing import Sequence
 
@@ -17,7 +16,6 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint import strip_module_prefix
 from .base import FreezableBackbone, resolve_out_indices
 from ... import ops
 from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
@@ -249,8 +247,9 @@ class CondenseNetV2(FreezableBackbone):
                           condense_factor=4, sparse_factor=4, hs_from=None,
                           se_from=None, stem_stride=1),
     }
-    _arch_keys = ('depths', 'growths', 'groups', 'condense_factor', 'sparse_factor',
-                  'hs_from', 'se_from', 'stem_stride')
+    arch_required = ('depths', 'growths', 'groups', 'condense_factor')
+    arch_defaults: dict = dict(sparse_factor=None, hs_from=None, se_from=None,
+                               stem_stride=2)
     OUT_NORMS = ('none', 'last', 'all')
 
     def __init__(self, arch: str | dict = 'c', out_indices: Sequence[int] | None = None,
@@ -266,9 +265,7 @@ class CondenseNetV2(FreezableBackbone):
         out_indices = resolve_out_indices(
             type(self).__name__, out_indices, num_blocks,
             range(1, num_blocks) if num_blocks > 3 else range(num_blocks))
-        if not -1 <= frozen_stages <= num_blocks:
-            raise ValueError(f'{type(self).__name__}: frozen_stages={frozen_stages} out of '
-                             f'range; valid values are -1..{num_blocks}')
+        self._check_frozen_stages(frozen_stages, num_blocks)
         if out_norm not in self.OUT_NORMS:
             raise ValueError(f'{type(self).__name__}: out_norm={out_norm!r}; choose one '
                              f'of {self.OUT_NORMS}')
@@ -303,37 +300,25 @@ class CondenseNetV2(FreezableBackbone):
         normed = {'none': (), 'last': (num_blocks - 1,), 'all': out_indices}[out_norm]
         self.norms = nn.ModuleDict(
             {str(b): build_norm(self.norm_cfg, block_channels[b]) for b in normed})
-        self.out_channels = tuple(block_channels[i] for i in out_indices)
-        self.out_strides = tuple(settings['stem_stride'] * 2**i for i in out_indices)
-        self.feature_info = [
-            dict(num_chs=c, reduction=s, module=f'blocks.{i}')
-            for c, s, i in zip(self.out_channels, self.out_strides, out_indices)
-        ]
+        self._set_levels(block_channels,
+                         [settings['stem_stride'] * 2**b for b in range(num_blocks)],
+                         [f'blocks.{b}' for b in range(num_blocks)])
         self._reference_init()
         self._freeze_stages()
 
     # ------------------------------------------------------------------ arch
     @classmethod
-    def resolve_arch(cls, arch: str | dict) -> tuple[str, dict]:
-        """Return ``(name, settings)`` for an arch key or dict; raise on bad input."""
-        if isinstance(arch, str):
-            if arch not in cls.arch_settings:
-                raise ValueError(f'{cls.__name__}: unknown arch {arch!r}; valid archs are '
-                                 f'{sorted(cls.arch_settings)} or a dict with keys '
-                                 f'{list(cls._arch_keys)}')
-            return arch, copy.deepcopy(cls.arch_settings[arch])
-        if not isinstance(arch, dict):
-            raise TypeError(f'{cls.__name__}: arch must be a str or dict, got {type(arch)}')
-        missing = [k for k in ('depths', 'growths', 'groups', 'condense_factor')
-                   if k not in arch]
+    def _custom_arch(cls, arch: dict) -> dict:
+        """Settings of a custom arch dict (see :meth:`resolve_arch` of the base)."""
+        missing = [k for k in cls.arch_required if k not in arch]
         if missing:
             raise ValueError(f'{cls.__name__}: custom arch misses keys {missing}')
-        settings = dict(sparse_factor=None, hs_from=None, se_from=None, stem_stride=2)
+        settings = dict(cls.arch_defaults)
         settings.update(arch)
         if len(settings['depths']) != len(settings['growths']):
             raise ValueError(f'{cls.__name__}: depths {settings["depths"]} and growths '
                              f'{settings["growths"]} differ in length')
-        return 'custom', settings
+        return settings
 
     @classmethod
     def feature_channels(cls, arch: str | dict,
@@ -382,19 +367,10 @@ class CondenseNetV2(FreezableBackbone):
         return tuple(outs[i] for i in self.out_indices)
 
     # ------------------------------------------------------------------ checkpoints
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
-                              missing_keys, unexpected_keys, error_msgs):
-        found = self._arch_in_state_dict(state_dict, prefix)
-        mine = (tuple(self.arch['depths']), tuple(self.arch['growths']))
-        if found is not None and found != mine:
-            raise ValueError(
-                f'{type(self).__name__}: the checkpoint holds {self._describe(found)} '
-                f'but the model is {self._describe(mine)}; pick the config of that arch')
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
-                                      missing_keys, unexpected_keys, error_msgs)
-
+    # The base refuses a checkpoint of another arch (FreezableBackbone._check_state_dict)
+    # with what these read and describe: (depths, growths).
     @staticmethod
-    def _arch_in_state_dict(state_dict, prefix) -> tuple | None:
+    def _arch_in_state_dict(state_dict: dict, prefix: str) -> tuple | None:
         pattern = re.compile(re.escape(prefix) + r'blocks\.(\d+)\.(\d+)\.conv_2\.conv\.weight$')
         layers: dict[int, dict[int, int]] = {}
         for key, value in state_dict.items():
@@ -406,7 +382,10 @@ class CondenseNetV2(FreezableBackbone):
         blocks = [layers.get(b, {}) for b in range(max(layers) + 1)]
         return (tuple(len(b) for b in blocks), tuple(b.get(0, 0) for b in blocks))
 
-    def _describe(self, depths_growths: tuple) -> str:
+    def _arch_signature(self) -> tuple:
+        return (tuple(self.arch['depths']), tuple(self.arch['growths']))
+
+    def _describe_arch(self, depths_growths: tuple) -> str:
         for name, s in type(self).arch_settings.items():
             if (tuple(s['depths']), tuple(s['growths'])) == depths_growths and (
                     s.get('sparse_factor') is None) == (self.arch['sparse_factor'] is None):
@@ -456,62 +435,6 @@ class CondenseNet(CondenseNetV2):
 
 
 # ---------------------------------------------------------------------------- weights
-_OFFICIAL_LAYER = re.compile(r'^features\.denseblock_(\d+)\.denselayer_(\d+)\.(.+)$')
-
-
-def convert_official_condensenet(state_dict: dict[str, torch.Tensor],
-                                 num_blocks: int = 5) -> dict[str, torch.Tensor]:
-    """Map a reference CondenseNet/CondenseNetV2 state_dict to mmsfr's classifier keys.
-
-    Handles the train-time (masked) and the converted forms of the authors' code
-    (``jianghaojun/CondenseNetV2``, ``ShichenLiu/CondenseNet``): ``module.`` prefixes
-    are dropped, the dense float SFR scatter matrix ``sfr.index`` becomes the integer
-    index of :class:`~mmsfr.models.layers.SparseFeatureReactivation` (each of its rows
-    holds exactly one 1).
-
-    Args:
-        state_dict: The reference state_dict (``checkpoint['state_dict']``).
-        num_blocks: Dense blocks of the model (5 for ImageNet archs).
-
-    Returns:
-        A state_dict for an mmpretrain ``ImageClassifier`` with an mmsfr backbone.
-
-    Raises:
-        ValueError: if the keys are not those of a reference CondenseNet.
-    """
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    # CondenseNetV2 has an SE + hidden fc before its classifier; v1 a single Linear.
-    v1_classifier = not any(k.endswith(('se_last.fc.0.weight', 'fc.weight'))
-                            and 'denseblock' not in k for k in state_dict)
-    for key, value in strip_module_prefix(state_dict).items():
-        m = _OFFICIAL_LAYER.match(key)
-        if m:
-            block, layer, rest = int(m[1]) - 1, int(m[2]) - 1, m[3]
-            if rest == 'sfr.index' and value.dim() == 2:
-                ones = value.sum(1)
-                if not torch.all(ones == 1):
-                    raise ValueError(f'{key}: every row of the SFR scatter matrix must hold '
-                                     'exactly one 1')
-                value = value.argmax(1)
-            out[f'backbone.blocks.{block}.{layer}.{rest}'] = value
-        elif key == 'features.init_conv.weight':
-            out['backbone.stem.weight'] = value
-        elif key.startswith('features.norm_last.'):
-            out[f'backbone.norms.{num_blocks - 1}.' + key.split('.', 2)[2]] = value
-        elif key.startswith('features.se_last.'):
-            out['head.se.' + key.split('.', 2)[2]] = value
-        elif v1_classifier and key.startswith('classifier.'):
-            # v1: train-time Linear ``classifier.*`` or condensed ``classifier.{index,linear.*}``
-            rest = key.split('.', 1)[1]
-            out['head.fc.' + (rest if rest.startswith(('index', 'linear.')) else 'linear.' + rest)] = value
-        elif key.split('.')[0] in ('fc', 'classifier'):
-            out['head.' + key] = value
-        else:
-            unknown.append(key)
-    if unknown or 'backbone.stem.weight' not in out:
-        raise ValueError(
-            'not a reference CondenseNet/CondenseNetV2 state_dict: expected keys like '
-            "'features.init_conv.weight' and 'features.denseblock_1.denselayer_1.conv_1.*', "
-            f'found unexpected keys {unknown[:5]}')
-    return out
+# The converter of the released weights moved to mmsfr.converters; its former address
+# stays valid.
+from ...converters.condensenet import convert_official_condensenet  # noqa: E402,F401
