@@ -81,6 +81,44 @@ def extensions() -> dict:
     return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExtension})
 
 
+def ship_configs() -> dict:
+    """Ship the configs inside the package as OpenMMLab packages do (for mim).
+
+    ``mmsfr/.mim/`` gets ``configs/`` and ``model-index.yml``, where mim and
+    ``mmsfr.apis.init_model`` (config names) look for them: an editable install
+    (``pip install -e .``: setuptools' ``editable_wheel`` or ``develop``) links them
+    (relative links; copies on Windows), a wheel or sdist build copies them; other
+    commands (``egg_info``, ``build_ext --inplace``, ...) leave ``mmsfr/.mim`` as it
+    is. Building a wheel from an sdist (no ``configs/`` there) keeps the sdist's copy.
+
+    Returns:
+        The ``package_data`` that puts the copies into wheels and sdists.
+    """
+    import shutil
+
+    commands = set(sys.argv[1:])
+    editable = bool(commands & {'develop', 'editable_wheel'})
+    if editable or commands & {'bdist_wheel', 'sdist', 'build', 'build_py', 'install'}:
+        mim = Path('mmsfr', '.mim')
+        mim.mkdir(exist_ok=True)
+        for name in ('configs', 'model-index.yml'):
+            if not Path(name).exists():
+                continue
+            dst = mim / name
+            if dst.is_symlink() or dst.is_file():
+                dst.unlink()
+            elif dst.is_dir():
+                shutil.rmtree(dst)
+            if editable and sys.platform != 'win32':
+                dst.symlink_to(Path('..', '..', name))
+            elif Path(name).is_dir():
+                shutil.copytree(name, dst)
+            else:
+                shutil.copyfile(name, dst)
+    return {'mmsfr': ['.mim/model-index.yml', '.mim/configs/**/*.py',
+                      '.mim/configs/**/*.yml']}
+
+
 version: dict = {}
 exec(Path('mmsfr/version.py').read_text(), version)
 
@@ -92,6 +130,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
     packages=find_packages(include=['mmsfr', 'mmsfr.*']),
+    package_data=ship_configs(),
     install_requires=read_requirements('torch.txt') + read_requirements('mmcv.txt') +
     read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt'), 'deploy': read_requirements('deploy.txt')},

@@ -25,7 +25,7 @@ if str(REPO) not in sys.path:  # run as `python bench/<name>.py` from anywhere
 
 import mmsfr  # noqa: E402,F401  (registers the models)
 from mmsfr.analysis import count_complexity  # noqa: E402
-from mmsfr.apis import build_from_config  # noqa: E402
+from mmsfr.apis import init_model  # noqa: E402
 from mmsfr import ops  # noqa: E402
 from mmsfr.models.layers import condense_model, convert_to_deploy  # noqa: E402
 from mmsfr.testing import randomise_bn, rel_diff  # noqa: E402,F401  (rel_diff: for the scripts)
@@ -144,8 +144,9 @@ def deploy_copy(model: nn.Module) -> nn.Module:
 
 
 def build(config: str) -> nn.Module:
-    """Model of a repo config with random weights, in eval mode."""
-    return build_from_config(config).eval()
+    """Model of a config (a path or the name of a config shipped with mmsfr) with random
+    weights, in eval mode (:func:`mmsfr.apis.init_model`)."""
+    return init_model(config)
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

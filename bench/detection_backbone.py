@@ -31,7 +31,7 @@ import torch
 from mmdet.models.backbones import ResNet
 
 from _common import (add_malloc_arg, apply_malloc_arg, base_parser, check_positive,
-                     condensed, deploy_copy, kernels_status, macs, native, print_table,
+                     condensed, deploy_copy, kernels_status, macs, ops, print_table,
                      pytorch_kernels, rel_diff, time_interleaved, verdict)
 from mmsfr.models import CondenseNetV2
 from reference_form import reference_backbone, scatter_bytes
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         'mmdet ResNet-50': r50,
     }
     plain = 'mmsfr CondenseNetV2-C (deploy), PyTorch ops'
-    if native.native_enabled():
+    if ops.native_enabled():
         models[plain] = ours
     x = torch.rand(1, 3, h, w)
     fns = {name: (lambda m=m: m(x)) for name, m in models.items()}

@@ -63,7 +63,7 @@ import torchvision
 from mmcv.cnn import fuse_conv_bn
 
 from _common import (add_malloc_arg, apply_malloc_arg, base_parser, build, check_positive,
-                     condensed, deploy_copy, gemm_gflops, kernels_status, macs, native,
+                     condensed, deploy_copy, gemm_gflops, kernels_status, macs, ops,
                      print_table, pytorch_kernels, rel_diff, time_interleaved, verdict)
 from reference_form import reference_backbone
 
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         models[f'CondenseNetV2-{arch.upper()} deploy'] = deploy_copy(masked)
     dep = f'CondenseNetV2-{last} deploy'
     plain = f'{dep}, PyTorch ops'
-    if native.native_enabled() and not args.compile:  # compiled, both rows would be one
+    if ops.native_enabled() and not args.compile:  # compiled, both rows would be one
         models[plain] = models[dep]  # the same model, run with the kernels switched off
     models[f'CondenseNetV2-{last} reference form'] = ReferenceClassifier(
         models[f'CondenseNetV2-{last} deploy']).eval()

@@ -25,7 +25,7 @@ import resource
 import subprocess
 import sys
 
-from _common import REPO, base_parser, print_table, verdict
+from _common import base_parser, print_table, verdict
 
 VARIANTS = {
     'RetinaNet CondenseNetV2-C, with_cp=False': ('configs/retinanet_condensenetv2_c.py', False),
@@ -42,23 +42,15 @@ def child(config: str, with_cp: bool | None, shape: list[int], batch: int) -> di
     """One training step in this process; returns the RSS figures."""
     import torch
     from mmdet.structures import DetDataSample
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
     from mmengine.structures import InstanceData
+
+    from mmsfr.apis import build_model
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    if config.startswith('mmdet::'):
-        from mmengine.hub import get_config
-        cfg = get_config(config)
-    else:
-        cfg = Config.fromfile(str(REPO / config))
-    backbone = cfg.model.backbone
-    backbone.init_cfg = None
-    if with_cp is not None:
-        backbone.with_cp = with_cp
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model)
+    # build_model: the un-initialised model (no pretrained init), left in training mode.
+    options = None if with_cp is None else {'model.backbone.with_cp': with_cp}
+    model = build_model(config, cfg_options=options)
     model.train()
     h, w = shape
     g = torch.Generator().manual_seed(0)

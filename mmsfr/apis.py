@@ -1,5 +1,9 @@
-"""High-level helpers: released-weight conversion and deploy conversion of files.
+"""High-level helpers: config -> model -> weights, released-weight conversion and deploy
+conversion of files.
 
+:func:`init_model` is the one way from a config (a path, an mmengine ``Config`` or the
+name of a config shipped with mmsfr, :func:`list_configs`) to a model with weights;
+:func:`build_model` is the step before it (the built, un-initialised model).
 Checkpoint reading and writing live in :mod:`mmsfr.checkpoint`; ``read_checkpoint``,
 ``check_not_input`` and ``atomic_save`` are re-exported here under their old names.
 """
@@ -7,19 +11,171 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
+import warnings
 
 import torch
 
 from mmsfr.checkpoint import (atomic_save, check_not_input, check_output,  # noqa: F401
-                              find_state_dict, read_checkpoint)
+                              find_state_dict, load_weights, read_checkpoint,
+                              read_state_dict)
 from mmsfr.converters import OFFICIAL_MODELS, OfficialModel  # noqa: F401
 from mmsfr.models.deploy import convert_to_deploy, deployable_modules, pending_deploy
 from mmsfr.models.layers.condense import (CondensingConv, CondensingLinear,
                                           SparseFeatureReactivation)
 from mmsfr.utils.cli import UserError
+from mmsfr.utils.tool_setup import (ConfigNotFoundError, config_root,  # noqa: F401
+                                    find_config, list_configs, read_config)
 
 
+# ------------------------------------------------------------- config -> model -> weights
+def _load_config(config, cfg_options: dict | None):
+    """The ``Config`` of a path, a config name or a ``Config`` (copied), options merged."""
+    from mmengine.config import Config
+
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        return cfg
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(f'config must be a path, a config name or an mmengine Config, '
+                        f'got {type(config).__name__}')
+    return read_config(config, cfg_options)
+
+
+def build_model(config, *, cfg_options: dict | None = None) -> torch.nn.Module:
+    """Build the model of a config, without pretrained initialisation or weights.
+
+    The model is built with the registry of the config's ``default_scope`` (``mmdet``
+    for detectors, ``mmpretrain`` for classifiers, the default); the backbone's
+    ``init_cfg`` is dropped, so nothing is downloaded (``init_weights`` is not called
+    either). The model stays on the CPU in the mode it is built in (training), e.g. to
+    measure a training step; :func:`init_model` is the usual entry.
+
+    Args:
+        config: A config file, the name of a config shipped with mmsfr, or an mmengine
+            ``Config`` (not modified); see :func:`~mmsfr.utils.tool_setup.find_config`.
+        cfg_options: Overrides merged into the config (as ``--cfg-options``).
+
+    Returns:
+        The model; ``model.cfg`` is the config it was built from (options merged).
+
+    Raises:
+        ConfigNotFoundError: ``config`` names no config (the message lists the names).
+
+    Example:
+        >>> model = build_model('condensenetv2-a_deploy_in1k')
+        >>> type(model).__name__, model.training, model.cfg.default_scope
+        ('ImageClassifier', True, 'mmpretrain')
+    """
+    from mmengine.registry import MODELS, DefaultScope
+
+    import mmsfr  # noqa: F401  (registers the mmsfr models)
+    cfg = _load_config(config, cfg_options)
+    backbone = cfg.model.get('backbone')
+    if backbone is not None:
+        backbone.pop('init_cfg', None)
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
+        model = MODELS.build(cfg.model)
+    model.cfg = cfg
+    return model
+
+
+def init_model(config, checkpoint: str | os.PathLike | None = None,
+               device: str | torch.device = 'cpu', *,
+               cfg_options: dict | None = None) -> torch.nn.Module:
+    """Build the model of a config, load a checkpoint into it, move it to ``device``.
+
+    As mmdet's ``init_detector`` / mmpretrain's ``init_model``, with mmsfr's checkpoint
+    reading: the file is read weights-only (:func:`mmsfr.checkpoint.read_state_dict`;
+    an ``http(s)://`` URL is downloaded into torch's hub cache first) and loaded
+    strictly (:func:`mmsfr.checkpoint.load_weights`: every key must fit, and a
+    train-time checkpoint for a deploy-form model, or the reverse, is named as such).
+
+    Args:
+        config: A config file (relative to the current directory or absolute), a path
+            relative to the configs shipped with mmsfr (``configs/`` optional, e.g.
+            ``'pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py'``), the name of
+            one (``'condensenetv2-a_deploy_in1k'``, :func:`list_configs`), or an
+            mmengine ``Config``.
+        checkpoint: Checkpoint file or URL; None keeps the built (random) weights.
+        device: Where to put the model.
+        cfg_options: Overrides merged into the config (as ``--cfg-options``).
+
+    Returns:
+        The model in eval mode; ``model.cfg`` is its config.
+
+    Raises:
+        ConfigNotFoundError: ``config`` names no config; the message names it and the
+            valid names.
+        CheckpointError: the checkpoint cannot be read or does not fit the model.
+        ValueError: the checkpoint's form (train-time / deploy) is not the model's.
+
+    Example:
+        >>> model = init_model('condensenetv2-a_deploy_in1k')
+        >>> model.training, model.backbone.deploy
+        (False, True)
+        >>> init_model('condensenetv2-a_deploy')  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mmsfr.utils.tool_setup.ConfigNotFoundError: config 'condensenetv2-a_deploy' not found: ... valid names: ...
+    """
+    model = build_model(config, cfg_options=cfg_options)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, config)
+    return model.to(device).eval()
+
+
+def load_checkpoint(model: torch.nn.Module, checkpoint: str | os.PathLike,
+                    config=None) -> None:
+    """Load a checkpoint strictly into a built model, as :func:`init_model` does.
+
+    Args:
+        model: The model (e.g. from :func:`build_model`).
+        checkpoint: Checkpoint file or ``http(s)://`` URL, read weights-only
+            (:func:`mmsfr.checkpoint.read_state_dict`; ``module.`` prefixes dropped).
+        config: The config the model was built from, to name it in messages (default:
+            ``model.cfg``).
+
+    Raises:
+        CheckpointError: unreadable, or it does not fit (missing, unexpected or
+            differently shaped keys, summed up in one message naming the config).
+        ValueError: the checkpoint's form (train-time / deploy) is not the model's.
+
+    Example:
+        >>> model = build_model('condensenetv2-a_deploy_in1k')
+        >>> load_checkpoint(model, 'missing.pth')  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mmsfr.checkpoint.CheckpointError: checkpoint not found: missing.pth (check the path)
+    """
+    if isinstance(config, (str, os.PathLike)):
+        name = os.fspath(config)
+    else:
+        cfg = config if config is not None else getattr(model, 'cfg', None)
+        name = getattr(cfg, 'filename', None) or 'the config'
+    state_dict = read_state_dict(checkpoint, allow_url=True)
+    load_weights(model, state_dict, checkpoint, f'the model of {name}')
+
+
+def build_from_config(config: str | os.PathLike) -> torch.nn.Module:
+    """Deprecated: :func:`build_model` (the same model; configs resolve as in
+    :func:`init_model`).
+
+    Example:
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter('always')
+        ...     model = build_from_config('condensenetv2-a_deploy_in1k')
+        >>> [w.category.__name__ for w in seen if 'build_from_config' in str(w.message)]
+        ['DeprecationWarning']
+    """
+    warnings.warn('mmsfr.apis.build_from_config is deprecated; use mmsfr.apis.build_model '
+                  '(or init_model, which also loads a checkpoint and sets eval mode)',
+                  DeprecationWarning, stacklevel=2)
+    return build_model(config)
+
+
+# ----------------------------------------------------------------- released checkpoints
 def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
     """Read a released checkpoint without running pickled code (weights-only load).
 
@@ -38,7 +194,12 @@ def read_official_checkpoint(path: str | os.PathLike) -> tuple[dict, str]:
 
 
 def checkpoint_form(state_dict: dict) -> str:
-    """``'train'`` when the weights hold LGC/SFR masks, else ``'deploy'``."""
+    """``'train'`` when the weights hold LGC/SFR masks, else ``'deploy'``.
+
+    Example:
+        >>> checkpoint_form({'conv.weight': 0, 'conv._mask': 1})
+        'train'
+    """
     return 'train' if any(k.endswith('._mask') for k in state_dict) else 'deploy'
 
 
@@ -59,28 +220,10 @@ def convert_official(model_name: str, src: str | os.PathLike,
     form = checkpoint_form(converted)
     config = entry.train_config if form == 'train' else entry.deploy_config
     # Loading strictly into the matching model names arch/form mismatches clearly.
-    build_from_config(config).load_state_dict(converted, strict=True)
+    build_model(config).load_state_dict(converted, strict=True)
     meta = dict(model=model_name, form=form, source_key=source, config=config)
     atomic_save({'meta': meta, 'state_dict': converted}, dst, src)
     return meta
-
-
-def build_from_config(config: str | os.PathLike) -> torch.nn.Module:
-    """Build (without pretrained init) the model of an mmsfr config, relative to the repo.
-
-    Example:
-        >>> model = build_from_config('configs/pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py')
-    """
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
-
-    path = Path(config)
-    if not path.is_absolute() and not path.exists():
-        path = Path(__file__).resolve().parents[1] / path
-    cfg = Config.fromfile(str(path))
-    cfg.model.get('backbone', {}).pop('init_cfg', None)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
-        return MODELS.build(cfg.model)
 
 
 class ConversionError(UserError, ValueError):

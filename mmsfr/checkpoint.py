@@ -5,7 +5,10 @@ Every tool and :mod:`mmsfr.apis` read and write checkpoint files through this mo
 * :func:`read_checkpoint` loads with ``weights_only=True`` (never off) and turns every
   failure into one :class:`CheckpointError` naming the file, what it holds (empty, a
   text file, a truncated archive, a refused global) and what to do;
-* :func:`find_state_dict` and :func:`strip_module_prefix` get the weights out of it;
+* :func:`find_state_dict` and :func:`strip_module_prefix` get the weights out of it,
+  :func:`read_state_dict` does all three (and, asked to, reads a URL downloaded by
+  :func:`download_checkpoint` the same way);
+* :func:`load_weights` loads them strictly, with one error naming what does not fit;
 * :func:`check_output` refuses an output that is one of the inputs (resolved paths,
   links followed) or that cannot be written, before any work is done;
 * :func:`atomic_output` / :func:`atomic_save` write to a temporary file in the output's
@@ -212,9 +215,53 @@ def strip_module_prefix(state_dict: Mapping[str, Any], prefix: str = 'module.') 
     return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
+def download_checkpoint(url: str, *, what: str = 'checkpoint') -> Path:
+    """Download a checkpoint URL once into torch's hub cache and return the file.
+
+    The file goes where ``torch.hub.load_state_dict_from_url`` (and mmengine's
+    ``load_from_http``) keep downloads, ``<torch hub dir>/checkpoints/<file name>``, and
+    is downloaded only if it is not there yet. Read it with :func:`read_checkpoint`.
+
+    Raises:
+        CheckpointError: the URL cannot be downloaded (naming it and why).
+    """
+    from urllib.error import URLError
+    from urllib.parse import urlparse
+
+    name = os.path.basename(urlparse(url).path)
+    if not name:
+        raise CheckpointError(f'{what} {url}: the URL names no file')
+    cached = Path(torch.hub.get_dir()) / 'checkpoints' / name
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(cached), progress=False)
+        except (URLError, OSError, ValueError) as err:
+            raise CheckpointError(f'cannot download {what} {url}: {err}; check the URL, or '
+                                  'download the file and give its path') from err
+    return cached
+
+
 def read_state_dict(path: PathLike, keys: tuple[str, ...] = ('state_dict', 'model'), *,
-                    what: str = 'checkpoint') -> dict:
-    """:func:`read_checkpoint` -> :func:`find_state_dict` -> :func:`strip_module_prefix`."""
+                    what: str = 'checkpoint', allow_url: bool = False) -> dict:
+    """:func:`read_checkpoint` -> :func:`find_state_dict` -> :func:`strip_module_prefix`.
+
+    Args:
+        path: The checkpoint file; with ``allow_url``, also an ``http(s)://`` URL
+            (:func:`download_checkpoint`, then read weights-only like a file).
+        keys: Where to look for the state_dict (:func:`find_state_dict`).
+        what: How to call the file in messages.
+        allow_url: Accept URLs.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     torch.save({'state_dict': {'module.w': torch.zeros(1)}}, f'{tmp}/m.pth')
+        ...     list(read_state_dict(f'{tmp}/m.pth'))
+        ['w']
+    """
+    if allow_url and _is_remote(path):
+        path = download_checkpoint(str(path), what=what)
     state_dict, _ = find_state_dict(read_checkpoint(path, what=what), path, keys)
     return strip_module_prefix(state_dict)
 

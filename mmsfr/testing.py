@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .utils.tool_setup import config_root
+
 __all__ = ['randomise_bn', 'rel_diff', 'tiny_demo_config']
 
 
@@ -71,7 +73,7 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-#: The checkout holding ``tools/`` and ``configs/`` (as :func:`mmsfr.apis.build_from_config`).
+#: The checkout holding ``tools/`` (the demo data generator is not shipped with the package).
 _REPO = Path(__file__).resolve().parents[1]
 
 
@@ -99,8 +101,9 @@ def tiny_demo_config(work: Path, train: int, val: int, size: int, seed: int = 0)
         raise RuntimeError(f'make_demo_coco.py failed: {made.stderr[-2000:]}')
     root = data.as_posix()
     cfg = Path(work) / 'tiny_demo.py'
+    base = (config_root() / 'demo/retinanet_condensenetv2_demo.py').resolve()
     cfg.write_text(
-        f"_base_ = ['{(_REPO / 'configs/demo/retinanet_condensenetv2_demo.py').as_posix()}']\n"
+        f"_base_ = ['{base.as_posix()}']\n"
         f"train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "
         f"dataset=dict(data_root='{root}/'))\n"
         f"val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, "

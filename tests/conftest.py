@@ -111,6 +111,8 @@ SMOKE = (
     'test_models/test_sfr_shufflenet.py::test_condense_then_deploy_is_exact',
     'test_models/test_sfr_shufflenet.py::test_convert_to_deploy_tool_on_sfr_config',
     'test_models/test_native.py',
+    'test_models/test_native_loading.py',
+    'test_models/test_compile.py::test_compile_keeps_mmsfr_operators_in_one_graph',
     'test_detection/test_configs.py::test_detector_loss_and_predict[configs/demo/',
     'test_detection/test_configs.py::test_detector_loss_and_predict[configs/retinanet_condensenetv2_a.py]',
     'test_detection/test_configs.py::test_detector_loss_and_predict[configs/faster_rcnn_sfr_shufflenetv2_x0_5.py]',

@@ -86,7 +86,7 @@ def test_a_failed_kernel_build_installs_without_it(tmp_path):
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     (tmp_path / 'mmsfr' / '__init__.py').write_text('')
-    cpp = tmp_path / 'mmsfr' / 'csrc' / 'dense_layer.cpp'
+    cpp = tmp_path / 'mmsfr' / 'csrc' / 'cpu' / 'dense_layer.cpp'
     cpp.write_text('#error this source is broken on purpose\n' + cpp.read_text())
     bindir = os.path.dirname(sys.executable)
     env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get('PATH', ''))

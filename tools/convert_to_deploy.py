@@ -24,10 +24,9 @@ import argparse
 import sys
 
 import mmsfr  # noqa: F401
-from mmsfr.apis import deploy_checkpoint
-from mmsfr.checkpoint import check_output, load_weights, read_state_dict
+from mmsfr.apis import deploy_checkpoint, init_model
+from mmsfr.checkpoint import check_output
 from mmsfr.utils.cli import add_debug_arg, not_written, tool_main
-from mmsfr.utils.tool_setup import read_config
 
 
 def parse_args(argv=None):
@@ -35,7 +34,8 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='train-time config the checkpoint was trained with')
+    parser.add_argument('config', help='train-time config the checkpoint was trained with '
+                        '(a path, or the name of a config shipped with mmsfr)')
     parser.add_argument('checkpoint', help='train-time checkpoint (masked weights)')
     parser.add_argument('out', help='output deploy checkpoint (never an input file)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -49,14 +49,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     with not_written(args.out):
         check_output(args.out, args.checkpoint, args.config)
-        cfg = read_config(args.config, args.cfg_options)
-        from mmengine.registry import MODELS, DefaultScope
-        cfg.model.get('backbone', {}).pop('init_cfg', None)
-        with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
-            model = MODELS.build(cfg.model)
-        model.eval()
-        state_dict = read_state_dict(args.checkpoint)
-        load_weights(model, state_dict, args.checkpoint, f'the model of {args.config}')
+        model = init_model(args.config, args.checkpoint, cfg_options=args.cfg_options)
         deploy_checkpoint(model, args.out, src=args.checkpoint, inputs=(args.config, ),
                           meta=dict(config=args.config, source=args.checkpoint))
     print(f'wrote {args.out} (deploy form)')

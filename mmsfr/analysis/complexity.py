@@ -163,10 +163,13 @@ def _dummy_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
 def to_deploy_form(model: nn.Module) -> nn.Module:
     """Return ``model`` itself if it is in deploy form, else a converted deep copy.
 
-    A model needs converting if a part of it is in its train-time form
-    (:func:`~mmsfr.models.deploy.pending_deploy`). The copy is made with :func:`copy.deepcopy`; unfinished condensation is
-    completed on the copy (``condense(1.0)``) before
-    :func:`~mmsfr.models.layers.convert_to_deploy`. The original is never modified.
+    A model needs converting if a part of it is in a train-time form that is another
+    network (:func:`~mmsfr.models.deploy.pending_deploy` with
+    ``network_changes_only``: masked LGC/SFR layers, an unpruned condensing
+    classifier); unfused conv -> BN pairs are counted as they are. The copy is made
+    with :func:`copy.deepcopy`; unfinished condensation is completed on the copy
+    (``condense(1.0)``) before :func:`~mmsfr.models.deploy.convert_to_deploy`. The
+    original is never modified.
 
     Args:
         model: Any model.
@@ -180,7 +183,7 @@ def to_deploy_form(model: nn.Module) -> nn.Module:
         >>> deployed.deploy
         True
     """
-    if not pending_deploy(model):
+    if not pending_deploy(model, network_changes_only=True):
         return model
     model = copy.deepcopy(model)
     for _, layer in condensing_layers(model):

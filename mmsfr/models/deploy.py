@@ -45,6 +45,11 @@ class Deployable:
     """
 
     deploy: bool = False
+    #: Whether the train-time form is another network than the deploy form (a masked
+    #: LGC/SFR, an unpruned condensing linear layer), rather than the same function in
+    #: other parameters (BatchNorms folded into convs). The exporter refuses the
+    #: former, and the complexity counter counts them in their deploy form.
+    changes_network: bool = True
 
     def check_deployable(self, name: str = '') -> None:
         """Raise (naming ``name``) unless :meth:`convert_own_parts` can run now."""
@@ -64,17 +69,27 @@ def deployable_modules(model: nn.Module) -> list[tuple[str, Deployable]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, Deployable)]
 
 
-def pending_deploy(model: nn.Module) -> list[str]:
+def pending_deploy(model: nn.Module, *, network_changes_only: bool = False) -> list[str]:
     """Names of the modules of ``model`` still in their train-time form ([] if none).
 
+    Args:
+        model: Any model.
+        network_changes_only: Name only modules whose train-time form is another
+            network (:attr:`Deployable.changes_network`), not those that only fold
+            their BatchNorms when converted.
+
     Example:
-        >>> from mmsfr.models.backbones import CondenseNetV2
+        >>> from mmsfr.models.backbones import CondenseNetV2, ShuffleNetV2
         >>> pending_deploy(CondenseNetV2('a', deploy=True))
         []
         >>> pending_deploy(CondenseNetV2('a'))[:3]  # '' is the model itself
         ['', 'blocks.0.0.conv_1', 'blocks.0.0.sfr']
+        >>> pending_deploy(ShuffleNetV2('0.5x'))[:2], pending_deploy(
+        ...     ShuffleNetV2('0.5x'), network_changes_only=True)
+        (['', 'stages.0.0'], [])
     """
-    return [name for name, m in deployable_modules(model) if not m.deploy]
+    return [name for name, m in deployable_modules(model)
+            if not m.deploy and (m.changes_network or not network_changes_only)]
 
 
 def convert_to_deploy(model: nn.Module, prefix: str = '') -> nn.Module:

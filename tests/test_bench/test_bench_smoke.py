@@ -21,7 +21,13 @@ SCRIPTS = {
     'memory.py': ['Peak resident memory', 'with_cp=True', 'RetinaNet R-50 (mmdet)',
                   'peak RSS with_cp on / off <= 0.6'],
     'condensation_overhead.py': ['Training step (median)', 'masked step <= 1.3x plain'],
+    'onnx_detector.py': ['Whole RetinaNet (backbone + FPN + head, no post-processing)',
+                         'RetinaNet-CondenseNetV2-C, onnxruntime',
+                         'RetinaNet-MobileNetV2, PyTorch eager',
+                         'exported graphs vs PyTorch: max relative difference'],
 }
+#: Scripts that report figures without targets to check.
+NO_TARGETS = {'onnx_detector.py'}
 
 
 def run(*args):
@@ -35,7 +41,8 @@ def test_benchmark_runs_in_quick_mode(script):
     assert out.returncode == 0, out.stderr[-3000:]
     for text in SCRIPTS[script]:
         assert text in out.stdout, (text, out.stdout)
-    assert '| met' in out.stdout or '| NOT met' in out.stdout
+    if script not in NO_TARGETS:
+        assert '| met' in out.stdout or '| NOT met' in out.stdout
 
 
 @pytest.mark.parametrize('script', ['detection_backbone.py', 'latency_224.py'])

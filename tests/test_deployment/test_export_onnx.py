@@ -25,10 +25,10 @@ from torch import nn
 
 import mmsfr  # noqa: F401  (registers the models)
 from mmsfr.deployment import (ExportModule, TrainTimeModelError, VerificationError,
-                              export_dynamic, export_verified, load_export_module,
-                              onnx_op_counts, specialise, split_repeated_scatter_adds,
-                              verify_onnx)
-from mmsfr.deployment import onnx_export
+                              check_deploy_form, export_dynamic, export_verified,
+                              load_export_module, onnx_op_counts, specialise,
+                              split_repeated_scatter_adds, verify_onnx)
+from mmsfr.deployment import export as export_step
 from mmsfr.models import (CondenseNetV2, SFRShuffleNetV2, SFRShuffleNetV2Plus, ShuffleNetV2,
                           ShuffleNetV2Plus, condense_model)
 from mmsfr.models.layers import (CondensingLinear, LearnedGroupConv, SparseFeatureReactivation,
@@ -287,12 +287,26 @@ def test_train_time_model_is_refused_naming_the_layer():
         export_dynamic(module)
 
 
+def test_parts_that_export_as_they_are_are_not_refused():
+    """pending_deploy also names ShuffleNet's unfused conv -> BN pairs; they export
+    exactly, so only masked LGC/SFR layers (and an unpruned condensing classifier) are
+    refused."""
+    from mmsfr.models.deploy import pending_deploy
+    net = ShuffleNetV2(arch=SHUFFLE, out_indices=(1, 2))
+    assert pending_deploy(net)
+    check_deploy_form(ExportModule(net))
+    classifier = ExportModule(condensenet_classifier())
+    with pytest.raises(TrainTimeModelError,
+                       match=r'^backbone\.blocks\.0\.0\.conv_1 \(LearnedGroupConv\)'):
+        check_deploy_form(classifier)
+
+
 def test_failed_verification_leaves_out_untouched(tmp_path, monkeypatch):
     module = ExportModule(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())).eval()
     assert module.description == 'Sequential backbone: image -> features'
     out = tmp_path / 'model.onnx'
     out.write_bytes(b'previous export')
-    original = onnx_export.export_dynamic
+    original = export_step.export_dynamic
 
     def export_then_change_weights(*args, **kwargs):
         graph = original(*args, **kwargs)
@@ -300,7 +314,7 @@ def test_failed_verification_leaves_out_untouched(tmp_path, monkeypatch):
             module.net[0].weight.mul_(1.01)
         return graph
 
-    monkeypatch.setattr(onnx_export, 'export_dynamic', export_then_change_weights)
+    monkeypatch.setattr(export_step, 'export_dynamic', export_then_change_weights)
     with pytest.raises(VerificationError, match='does not reproduce PyTorch') as err:
         export_verified(module, out, (32, 32), dynamic_batch=True, dynamic_size=True)
     report, = err.value.reports  # fully dynamic: the written graph is the dynamic one
@@ -383,9 +397,9 @@ def run_main(capsys, *argv):
 
 
 def test_tool_refuses_train_time_checkpoint_and_keeps_out(capsys, tmp_path):
-    from mmsfr.apis import build_from_config
+    from mmsfr.apis import build_model
     ckpt = tmp_path / 'train.pth'
-    torch.save({'state_dict': build_from_config(CDNV2_A_TRAIN).state_dict()}, ckpt)
+    torch.save({'state_dict': build_model(CDNV2_A_TRAIN).state_dict()}, ckpt)
     out = tmp_path / 'out.onnx'
     out.write_bytes(b'previous export')
     code, _, err = run_main(capsys, REPO / CDNV2_A_TRAIN, ckpt, out)
@@ -421,10 +435,11 @@ def test_tool_rejects_bad_arguments(capsys):
     assert '--shape takes H or H W' in capsys.readouterr().err
 
 
-def test_detector_config_exports_its_backbone(cdnv2_a_deploy):
-    from mmsfr.apis import build_from_config
+def test_detector_backbone_exports_alone(cdnv2_a_deploy):
+    from mmsfr.apis import build_model
     # A classifier checkpoint gives the detector backbone its backbone.* weights.
-    module = load_export_module(REPO / 'configs/retinanet_condensenetv2_a.py', cdnv2_a_deploy)
+    module = load_export_module(REPO / 'configs/retinanet_condensenetv2_a.py', cdnv2_a_deploy,
+                                backbone_only=True)
     assert module.target == 'backbone' and module.output_names == ('feat1', 'feat2', 'feat3',
                                                                   'feat4')
     assert module.description.startswith('CondenseNetV2 backbone of RetinaNet: image -> feat1')
@@ -434,11 +449,11 @@ def test_detector_config_exports_its_backbone(cdnv2_a_deploy):
     with pytest.raises(ValueError, match=r'weights of the CondenseNetV2 backbone are not in '
                        r'the checkpoint \(norms\.2\.'):
         load_export_module(REPO / 'configs/demo/retinanet_condensenetv2_demo.py',
-                           cdnv2_a_deploy)
+                           cdnv2_a_deploy, backbone_only=True)
     # --backbone-only on the classifier config
     module = load_export_module(REPO / CDNV2_A_DEPLOY, cdnv2_a_deploy, backbone_only=True)
     assert module.output_names == ('feat4', ) and module.net is not None
-    assert build_from_config(CDNV2_A_DEPLOY).backbone.out_indices == (4, )
+    assert build_model(CDNV2_A_DEPLOY).backbone.out_indices == (4, )
 
 
 # ------------------------------------------------- any valid deploy model exports exactly

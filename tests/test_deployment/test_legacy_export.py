@@ -9,6 +9,7 @@ and with random deploy models whose SFR indices repeat.
 from __future__ import annotations
 
 import copy
+import inspect
 import lzma
 import warnings
 
@@ -58,9 +59,12 @@ class Logits(torch.nn.Module):
 
 
 def legacy_export(module: torch.nn.Module, x: torch.Tensor, path, opset: int = 17) -> None:
+    # torch >= 2.5 selects this exporter with dynamo=False (the default from 2.9 is the
+    # dynamo-based one); earlier releases have only this one.
+    legacy = {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the exporter's deprecation notice
-        torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(module, (x,), str(path), **legacy, opset_version=opset,
                           input_names=['input'], output_names=['output'],
                           dynamic_axes={'input': {0: 'batch', 2: 'height', 3: 'width'}})
 

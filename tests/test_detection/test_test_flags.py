@@ -49,8 +49,8 @@ def files(tmp_path_factory):
     assert made.returncode == 0, made.stderr[-2000:]
     cfg = _config(root / 'retinanet.py', DEMO, root / 'shapes')
     _config(root / 'faster_rcnn.py', FASTER_DEMO, root / 'shapes')
-    from mmsfr.apis import build_from_config
-    torch.save({'state_dict': build_from_config(cfg).state_dict()}, root / 'det.pth')
+    from mmsfr.apis import build_model
+    torch.save({'state_dict': build_model(cfg).state_dict()}, root / 'det.pth')
     return root
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from conftest import DIGITS_TRAIN_CFG, REPO, without_warnings
-from mmsfr.apis import build_from_config, deploy_checkpoint
+from mmsfr.apis import build_model, deploy_checkpoint
 from mmsfr.models import condense_model
 from mmsfr.models.deploy import Deployable
 from mmsfr.models.layers import LearnedGroupConv
@@ -36,7 +36,7 @@ def tool():
 @pytest.fixture(scope='module')
 def condensed_state():
     torch.manual_seed(0)
-    model = build_from_config(TRAIN_CFG)
+    model = build_model(TRAIN_CFG)
     condense_model(model, 1.0)
     return model.state_dict()
 
@@ -92,7 +92,7 @@ def test_inexact_layer_conversion_is_refused_by_name(condensed_state, tmp_path, 
         self.conv.weight.data[0] *= 1.05
 
     monkeypatch.setattr(LearnedGroupConv, '_fill_deploy', off_by_a_bit)
-    model = build_from_config(TRAIN_CFG)
+    model = build_model(TRAIN_CFG)
     model.load_state_dict(condensed_state)
     out = tmp_path / 'deploy.pth'
     with pytest.raises(ValueError, match=f'LearnedGroupConv {LAYER}: the deploy form differs '

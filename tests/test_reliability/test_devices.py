@@ -25,8 +25,10 @@ from torch.utils._pytree import tree_flatten
 from mmsfr.models import (CondenseNet, CondenseNetV2, SFRShuffleNetV2, SFRShuffleNetV2Plus,
                           ShuffleNetV2, ShuffleNetV2Plus, condense_model, convert_to_deploy)
 from mmsfr.models.heads.cls_heads import CondenseNetClsHead
+from mmsfr import ops
+from mmsfr.models.backbones import condensenet
 from mmsfr.models.layers import (CondensingLinear, LearnedGroupConv, SparseFeatureReactivation,
-                                 inference_fast_path, native)
+                                 dense_plan, inference_fast_path, pooling)
 from mmsfr.testing import randomise_bn
 
 # Tiny CondenseNets with every part: LGC, SFR, SE and hard-swish from block 1.
@@ -76,15 +78,25 @@ class DeviceWatch(TorchFunctionMode):
 
 
 class KernelSpy:
-    """Stands in for ``mmsfr._ext``: records every kernel call, fails one that gets a
-    tensor that is not a float32 / int64 CPU tensor, and forwards the rest to the
-    real extension (if built)."""
+    """Stands in for :mod:`mmsfr.ops` where the models call it: reports the operators
+    as available (and follows the switch), records every operator call, fails one that gets a tensor that is
+    not a float32 / int64 CPU tensor, and forwards the rest to the real operators (if
+    built)."""
+
+    KERNELS = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_')
 
     def __init__(self, real: ModuleType | None) -> None:
         self.real = real
         self.calls: list[str] = []
 
+    def native_enabled(self) -> bool:
+        """On unless switched off (``ops.native_kernels(False)``), built or not."""
+        return ops.loading._switch.enabled
+
     def __getattr__(self, name: str):
+        if name not in self.KERNELS:
+            raise AttributeError(name)
+
         def kernel(*args):
             self.calls.append(name)
             for t in tree_flatten(args)[0]:
@@ -99,10 +111,12 @@ class KernelSpy:
 
 @pytest.fixture
 def kernels(monkeypatch) -> Iterator[KernelSpy]:
-    """The C++ kernels switched on, behind a :class:`KernelSpy`."""
-    spy = KernelSpy(native._EXT)
-    monkeypatch.setattr(native, '_EXT', spy)
-    with native.native_kernels(True):
+    """The C++ operators switched on, behind a :class:`KernelSpy` in every module that
+    calls them."""
+    spy = KernelSpy(ops if ops.native_available() else None)
+    for module in (condensenet, dense_plan, pooling):
+        monkeypatch.setattr(module, 'ops', spy)
+    with ops.native_kernels(True):
         yield spy
 
 
@@ -209,7 +223,7 @@ def test_only_float32_cpu_models_reach_the_kernels(cls, kwargs, kernels):
         other = copy.deepcopy(model).to(dtype)
         with torch.inference_mode():
             outs = other(x.to(dtype))
-            with native.native_kernels(False):
+            with ops.native_kernels(False):
                 plain = other(x.to(dtype))
         assert kernels.calls == [], f'{dtype} reached {kernels.calls}'
         assert all(o.dtype == dtype for o in outs)

@@ -70,13 +70,13 @@ def files(tmp_path_factory):
     """A tiny 10-class folder dataset, its config, checkpoints and broken files."""
     root = tmp_path_factory.mktemp('files')
     write_digits_folder(root / 'digits')
-    from mmsfr.apis import build_from_config
+    from mmsfr.apis import build_model
     from mmsfr.models import condense_model
     cfg = digits_config(root / 'digits_cfg.py', root / 'digits')
-    train = build_from_config(cfg)
+    train = build_model(cfg)
     condense_model(train, 1.0)
     torch.save({'state_dict': train.state_dict()}, root / 'train.pth')
-    torch.save({'state_dict': build_from_config(DEPLOY_CFG).state_dict()}, root / 'deploy.pth')
+    torch.save({'state_dict': build_model(DEPLOY_CFG).state_dict()}, root / 'deploy.pth')
     (root / 'empty.pth').write_bytes(b'')
     (root / 'truncated.pth').write_bytes((root / 'train.pth').read_bytes()[:5000])
     (root / 'notes.pth').write_text('these are my notes, not weights\n')
@@ -208,11 +208,11 @@ def test_test_tool_names_empty_class_folders(tools, capsys, files, tmp_path):
 
 
 def test_resume_with_another_models_checkpoint_is_one_line(tools, capsys, files, tmp_path):
-    from mmsfr.apis import build_from_config
+    from mmsfr.apis import build_model
     other = digits_config(tmp_path / 'other.py', files / 'digits',
                           'model = dict(head=dict(num_classes=5))\n')
     ckpt = tmp_path / 'other_epoch_1.pth'
-    torch.save({'meta': {'epoch': 1}, 'state_dict': build_from_config(other).state_dict()},
+    torch.save({'meta': {'epoch': 1}, 'state_dict': build_model(other).state_dict()},
                ckpt)
     code, out, err = call(tools, capsys, 'train', files / 'digits_cfg.py', '--work-dir',
                           tmp_path / 'w', '--resume', ckpt)
@@ -225,9 +225,9 @@ def test_resume_with_another_models_checkpoint_is_one_line(tools, capsys, files,
 
 # ------------------------------------------------------------------ --shape
 def test_too_small_shape_names_the_smallest_that_runs(tools, capsys, tmp_path):
-    from mmsfr.apis import build_from_config
+    from mmsfr.apis import build_model
     ckpt = tmp_path / 'cdnv2_a.pth'
-    torch.save({'state_dict': build_from_config(CDNV2_A_DEPLOY).state_dict()}, ckpt)
+    torch.save({'state_dict': build_model(CDNV2_A_DEPLOY).state_dict()}, ckpt)
     out = tmp_path / 'a.onnx'
     code, _, err = call(tools, capsys, 'onnx', CDNV2_A_DEPLOY, ckpt, out, '--shape', '16')
     line = one_error(code, err)

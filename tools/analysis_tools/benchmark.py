@@ -6,6 +6,7 @@ Examples:
         --shape 800 1333 --batch-size 1 --repeats 20 --threads 2
     python tools/analysis_tools/benchmark.py \\
         configs/pretrain/condensenetv2/condensenetv2-c_deploy_in1k.py --shape 224
+    python tools/analysis_tools/benchmark.py condensenetv2-c_deploy_in1k --threads 2
 
 Times only the model's forward (``mode='tensor'`` for classifiers and detectors, or the
 backbone alone with ``--backbone-only``) on a fixed random input already in memory: no
@@ -20,17 +21,18 @@ import time
 
 import torch
 from mmengine.config import DictAction
-from mmengine.registry import MODELS, DefaultScope
 
 import mmsfr  # noqa: F401
+from mmsfr.apis import init_model
 from mmsfr.utils.cli import add_debug_arg, tool_main
-from mmsfr.utils.tool_setup import add_shape_arg, check_input_size, parse_shape, read_config
+from mmsfr.utils.tool_setup import add_shape_arg, check_input_size, parse_shape
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file (mmdet or mmpretrain)')
+    parser.add_argument('config', help='config file (mmdet or mmpretrain), or the name of a '
+                        'config shipped with mmsfr')
     add_shape_arg(parser, help='input H [W] (default 224)')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--warmup', type=int, default=3, help='untimed iterations')
@@ -65,11 +67,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = read_config(args.config, args.cfg_options)
-    cfg.model.get('backbone', {}).pop('init_cfg', None)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
-        model = MODELS.build(cfg.model)
-    model.eval()
+    model = init_model(args.config, cfg_options=args.cfg_options)
     h, w = args.shape
     x = torch.rand(args.batch_size, 3, h, w)
     if args.backbone_only:

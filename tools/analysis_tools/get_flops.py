@@ -15,20 +15,18 @@ to the data preprocessor's ``pad_size_divisor``: no dataset is needed.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
-from torch import nn
+from mmengine.config import DictAction
 
 from mmsfr.utils.cli import add_debug_arg, tool_main
-from mmsfr.utils.tool_setup import add_shape_arg, check_input_size, parse_shape, read_config
+from mmsfr.utils.tool_setup import add_shape_arg, check_input_size, parse_shape
 
 EPILOG = """examples:
   python tools/analysis_tools/get_flops.py \\
       configs/pretrain/condensenetv2/condensenetv2-a_deploy_in1k.py
+  python tools/analysis_tools/get_flops.py condensenetv2-a_deploy_in1k
   python tools/analysis_tools/get_flops.py my_detector_config.py --shape 800 1333
   python tools/analysis_tools/get_flops.py \\
       configs/pretrain/condensenet/condensenet-c_8xb128_in1k.py --shape 256 --no-mmengine
@@ -46,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description='Count multiply-adds, the CondenseNet papers\' FLOPs and params '
         'of the model a config builds (classifiers and mmdet detectors).',
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('config', help='config file (mmpretrain or mmdet style)')
+    parser.add_argument('config', help='config file (mmpretrain or mmdet style), or the name '
+                        'of a config shipped with mmsfr')
     add_shape_arg(parser, help='input size: one value H (square) or two values H W '
                   '(default: 224; detectors typically 800 1333)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -62,16 +61,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` with the registry of the config's ``default_scope``."""
-    import mmsfr  # noqa: F401  (registers mmsfr models)
-
-    scope = cfg.get('default_scope', 'mmpretrain')
-    init_default_scope(scope)
-    models = importlib.import_module(f'{scope}.registry').MODELS
-    return models.build(cfg.model)
-
-
 def _fmt(value: float | None, unit: str) -> str:
     from mmsfr.analysis import format_count
     return 'n/a' if value is None else format_count(value, unit)
@@ -82,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the tool; returns the exit code."""
     args = parse_args(argv)
     from mmsfr.analysis import config_forward, count_complexity, count_mmengine
+    from mmsfr.apis import init_model
 
-    cfg = read_config(args.config, args.cfg_options)
-    model = build_model(cfg)
-    model.eval()
+    model = init_model(args.config, cfg_options=args.cfg_options)
+    cfg = model.cfg
     hw, forward = config_forward(model, cfg, args.shape)
     shape = (3, *hw)
     as_deploy = not args.as_is

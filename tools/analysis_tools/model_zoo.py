@@ -45,7 +45,7 @@ from pathlib import Path
 import mmsfr  # noqa: F401  (first: it imports the OpenMMLab stack quietly)
 import yaml
 from mmsfr.analysis import config_forward, count_complexity, format_count
-from mmsfr.apis import OFFICIAL_MODELS, build_from_config
+from mmsfr.apis import OFFICIAL_MODELS, init_model
 from mmsfr.utils.cli import add_debug_arg, tool_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def measure_classifiers(rows: list[tuple], progress: Progress) -> list[Classifie
     out = []
     for cfg, size, paper_flops, paper_params, paper_top1 in rows:
         progress.step(f'configs/pretrain/{cfg}')
-        model = build_from_config(f'configs/pretrain/{cfg}')
+        model = init_model(f'configs/pretrain/{cfg}')
         counts = count_complexity(model, (3, size, size))
         out.append(Classifier(
             cfg, size, format_count(counts['conv_linear_macs']),
@@ -213,11 +213,8 @@ class Detector:
 
 def measure_detector(path: Path) -> Detector:
     """Count one detector config whole (and its backbone alone) at 800x1333."""
-    from mmengine.config import Config
-
-    cfg = Config.fromfile(str(path))
-    model = build_from_config(path)
-    hw, forward = config_forward(model, cfg, DETECTOR_SHAPE)
+    model = init_model(path)
+    hw, forward = config_forward(model, model.cfg, DETECTOR_SHAPE)
     counts = count_complexity(model, (3, *hw), forward=forward)
     backbone = count_complexity(model.backbone, (3, *hw),
                                 forward=lambda m, x: m(x))['conv_linear_macs']

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export the deploy form of an mmsfr classifier or backbone to ONNX, verified.
+"""Export the deploy form of an mmsfr classifier, detector or backbone to ONNX, verified.
 
 Loads CHECKPOINT into the model CONFIG builds and writes OUT, one self-contained
 .onnx file, after checking it:
@@ -23,9 +23,15 @@ What is exported:
 * classifier config (mmpretrain): image -> logits (no softmax);
   with --backbone-only: image -> the backbone's features, one output feat<i> per
   level i of its out_indices;
-* detector config (mmdet): its backbone, image -> feat<i>. Detectors themselves
-  (neck, heads, post-processing) are not exported. The checkpoint may be a detector
-  or a classifier checkpoint: its backbone.* weights are loaded.
+* single-stage detector config (mmdet, e.g. RetinaNet): backbone, neck and head
+  (mmdet's mode='tensor'), image -> cls_score<l>, bbox_pred<l> per level l; the
+  post-processing (decoding, NMS) is not in the graph: tools/deployment/test_onnx.py
+  applies mmdet's to the onnxruntime outputs and prints the COCO table;
+* two-stage detector config (Faster R-CNN): its first stage, backbone, neck and RPN
+  head, image -> feat<l>, rpn_cls_score<l>, rpn_bbox_pred<l>; proposals, RoIAlign and
+  the RoI head run after the graph (docs/deployment.md);
+* with --backbone-only, a detector's backbone, image -> feat<i>, from a detector or a
+  classifier checkpoint (its backbone.* weights are loaded).
 
 The graph input 'input' is the network input, i.e. the image after the config's
 data_preprocessor (mean/std, channel order); that step is not in the graph.
@@ -55,7 +61,11 @@ EPILOG = """examples:
       checkpoints/sfr-shufflenetv2-x1_0_deploy_in1k.pth sfr_shufflenetv2_backbone.onnx \\
       --backbone-only --dynamic-batch
   python tools/deployment/export_onnx.py configs/retinanet_condensenetv2_c.py \\
-      work_dirs/retinanet_condensenetv2_c/epoch_12.pth backbone.onnx --shape 800 1344
+      work_dirs/retinanet_condensenetv2_c/epoch_12.pth retinanet.onnx \\
+      --shape 800 1344 --dynamic-size
+  python tools/deployment/export_onnx.py configs/retinanet_condensenetv2_c.py \\
+      work_dirs/retinanet_condensenetv2_c/epoch_12.pth backbone.onnx --shape 800 1344 \\
+      --backbone-only
 
 A train-time checkpoint is converted first:
   python tools/convert_to_deploy.py \\
@@ -73,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='classifier (mmpretrain) or detector (mmdet) config '
-                        'of the deploy form')
+                        'of the deploy form (a path, or the name of a config shipped with '
+                        'mmsfr)')
     parser.add_argument('checkpoint', help='deploy-form checkpoint (path or URL)')
     parser.add_argument('out', help='output .onnx file (never the checkpoint)')
     add_shape_arg(parser, help='input size: H (square) or H W (default: 224)')
@@ -85,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="symbolic height and width ('height', 'width') instead of "
                         '--shape (which then only sets the checked sizes)')
     parser.add_argument('--backbone-only', action='store_true',
-                        help='export the backbone of a classifier (detectors: always)')
+                        help='export only the backbone of a classifier or detector')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET,
                         help=f'ONNX opset (default: {DEFAULT_OPSET}, the lowest one torch '
                         "exports natively; older ones go through onnx's version converter, "

@@ -117,6 +117,7 @@ class FreezableBackbone(Deployable, BaseModule):
 
     frozen_stages: int = -1
     norm_eval: bool = False
+    changes_network = False  # its own parts at most fold BatchNorms
 
     # ------------------------------------------------------------------ arch
     @classmethod

@@ -131,6 +131,8 @@ class ShuffleUnit(Deployable, nn.Module):
         False
     """
 
+    changes_network = False  # its deploy form folds BatchNorms
+
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  kernel_size: int = 3, xception: bool = False, layout: str = 'megvii',
                  act_cfg: dict = dict(type='ReLU'), with_se: bool = False,

@@ -1,0 +1,131 @@
+"""Whole detectors through ONNX: export (tools/deployment/export_onnx.py), evaluation in
+onnxruntime with mmdet's post-processing (tools/deployment/test_onnx.py).
+
+A RetinaNet with a CondenseNetV2 backbone (the demo config on a few generated shapes
+images, random deploy weights, every box kept) is exported whole and run over the
+test set in onnxruntime; its detections and its COCO mAP must be those of the PyTorch
+model (``tools/test.py``). Faster R-CNN exports its first stage (backbone, neck, RPN
+head), the part mmdet's tensor mode computes without data samples.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import mmsfr  # noqa: F401  (registers the models)
+from mmsfr.apis import build_model
+from mmsfr.deployment import ExportModule, export_verified
+from mmsfr.testing import tiny_demo_config
+
+from conftest import REPO
+
+EXPORT = 'tools/deployment/export_onnx.py'
+TEST_ONNX = 'tools/deployment/test_onnx.py'
+FASTER_DEMO = 'configs/demo/faster_rcnn_condensenetv2_demo.py'
+
+
+def run_tool(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """The tiny RetinaNet demo: config, a random deploy checkpoint and its export."""
+    root = tmp_path_factory.mktemp('retinanet')
+    config = tiny_demo_config(root, train=2, val=6, size=96)
+    torch.manual_seed(0)
+    model = build_model(config)
+    for m in model.modules():  # non-trivial BN statistics in the backbone
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.running_var, 0.5, 2.0)
+            torch.nn.init.normal_(m.running_mean, 0.0, 0.1)
+    torch.save({'state_dict': model.state_dict()}, root / 'det.pth')
+    out = root / 'retinanet.onnx'
+    run = run_tool(EXPORT, str(config), str(root / 'det.pth'), str(out), '--shape', '128',
+                   '--dynamic-size')
+    assert run.returncode == 0, run.stderr[-3000:]
+    return config, root / 'det.pth', out, run.stdout
+
+
+def test_whole_retinanet_exports_verified_at_two_sizes(demo):
+    _, _, out, text = demo
+    assert 'model: RetinaNet (CondenseNetV2 backbone): image -> cls_score0' in text
+    names = [o.name for o in onnx.load(str(out)).graph.output]
+    assert names == [f'cls_score{i}' for i in range(5)] + [f'bbox_pred{i}' for i in range(5)]
+    rows = [line.split() for line in text.splitlines() if line.startswith('dynamic ')]
+    sizes = {row[1] for row in rows}
+    assert sizes == {'1x3x128x128', '2x3x128x128', '1x3x160x144', '2x3x160x144'}
+    assert all(float(row[5]) <= 1e-4 and row[6] == 'ok' for row in rows)
+
+
+def test_onnxruntime_detections_equal_pytorch(demo):
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+
+    from mmsfr.apis import init_model
+    from mmsfr.deployment.evaluate import OnnxDetector
+
+    config, checkpoint, out, _ = demo
+    model = init_model(config, checkpoint)
+    detector = OnnxDetector(init_model(config), out)  # its weights are not used
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        loader = Runner.build_dataloader(model.cfg.test_dataloader)
+        batch = next(iter(loader))
+    with torch.no_grad():
+        expected = model.test_step(batch)
+    got = detector.predict(batch)
+    for e, g in zip(expected, got):
+        e, g = e.pred_instances, g.pred_instances
+        assert len(g) == len(e) > 0
+        order_e, order_g = e.scores.argsort(descending=True), g.scores.argsort(descending=True)
+        np.testing.assert_allclose(g.scores[order_g], e.scores[order_e], atol=1e-4)
+        np.testing.assert_allclose(g.bboxes[order_g], e.bboxes[order_e], atol=1e-2)
+
+
+def bbox_map(text: str) -> float:
+    match = re.search(r'bbox_mAP: (-?[\d.]+)', text)
+    assert match, text[-3000:]
+    return float(match[1])
+
+
+def test_test_onnx_tool_gives_pytorch_map(demo):
+    config, checkpoint, out, _ = demo
+    onnx_run = run_tool(TEST_ONNX, str(config), str(out))
+    assert onnx_run.returncode == 0, onnx_run.stderr[-3000:]
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in onnx_run.stdout
+    torch_run = run_tool('tools/test.py', str(config), str(checkpoint), '--work-dir',
+                         str(out.parent / 'test'))
+    assert torch_run.returncode == 0, torch_run.stderr[-3000:]
+    assert abs(bbox_map(onnx_run.stdout) - bbox_map(torch_run.stdout + torch_run.stderr)) <= 0.002
+
+
+def test_test_onnx_tool_refuses_a_backbone_graph(demo, tmp_path):
+    config, checkpoint, _, _ = demo
+    backbone = tmp_path / 'backbone.onnx'
+    run = run_tool(EXPORT, str(config), str(checkpoint), str(backbone), '--shape', '128',
+                   '--backbone-only')
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 'RetinaNet: image -> feat2, feat3, feat4' in run.stdout
+    refused = run_tool(TEST_ONNX, str(config), str(backbone))
+    assert refused.returncode != 0
+    assert "output 'feat2' of the graph is not a per-level head output" in refused.stderr
+
+
+def test_faster_rcnn_exports_its_first_stage(tmp_path):
+    torch.manual_seed(0)
+    module = ExportModule(build_model(FASTER_DEMO).eval())
+    assert module.target == 'first stage'
+    levels = range(5)
+    assert module.output_names == (*(f'feat{i}' for i in levels),
+                                   *(f'rpn_cls_score{i}' for i in levels),
+                                   *(f'rpn_bbox_pred{i}' for i in levels))
+    result = export_verified(module, tmp_path / 'faster.onnx', (96, 96), dynamic_size=True)
+    assert result.output_names == module.output_names
+    assert max(r.max_rel_diff for r in result.reports) <= 1e-4
