@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ['TORCH_VERSION', 'is_compiling', 'is_exporting', 'needs_weights_only_allow_list']
+__all__ = ['TORCH_VERSION', 'is_compiling', 'is_exporting', 'needs_weights_only_allow_list',
+           'traces_mmsfr_operators']
 
 #: ``(major, minor)`` of the running torch.
 TORCH_VERSION: tuple[int, int] = tuple(
@@ -33,4 +34,12 @@ def is_exporting() -> bool:
 def needs_weights_only_allow_list() -> bool:
     """Whether ``torch.load`` defaults to ``weights_only=True`` (torch >= 2.6), so
     that mmengine's checkpoints need their globals allow-listed."""
+    return TORCH_VERSION >= (2, 6)
+
+
+def traces_mmsfr_operators() -> bool:
+    """Whether ``torch.compile`` / ``torch.export`` may keep mmsfr's C++ operators in
+    their graphs (torch >= 2.6). Older dynamo releases break the graph at the Python
+    that collects the operators' arguments (2.1: dozens of breaks, then an internal
+    assertion), so there the models trace their PyTorch ops under ``torch.compile``."""
     return TORCH_VERSION >= (2, 6)

@@ -22,8 +22,9 @@ from .se import SqueezeExcitation
 
 __all__ = ['DensePlan', 'activation_code', 'dense_plan', 'run_plan', 'se_arguments']
 
-#: Codes of the activations the kernels apply, keyed by module type.
-_ACTIVATION_CODES: dict[type, int] = {nn.Identity: 0, nn.ReLU: 1, nn.Hardswish: 2}
+#: The activations the kernels apply (exact module types) and their codes.
+_ACTIVATION_CODES: tuple[tuple[type, int], ...] = ((nn.Identity, 0), (nn.ReLU, 1),
+                                                   (nn.Hardswish, 2))
 
 
 def activation_code(act: nn.Module) -> int | None:
@@ -34,7 +35,10 @@ def activation_code(act: nn.Module) -> int | None:
         >>> activation_code(nn.Hardswish()), activation_code(nn.Sigmoid())
         (2, None)
     """
-    return _ACTIVATION_CODES.get(type(act))
+    for cls, code in _ACTIVATION_CODES:  # (a loop, not a dict: torch.compile traces it)
+        if type(act) is cls:
+            return code
+    return None
 
 
 def se_arguments(se: SqueezeExcitation) -> tuple | None:
@@ -50,14 +54,19 @@ def se_arguments(se: SqueezeExcitation) -> tuple | None:
     """
     if se.with_norm:
         return None
-    squeeze, _, excite = se.fc
+    squeeze, excite = se.fc[0], se.fc[2]
     tensors = [t for t in (squeeze.weight, squeeze.bias, excite.weight, excite.bias)
                if t is not None]
-    if any(t.dtype != torch.float32 or t.device.type != 'cpu' or not t.is_contiguous()
-           for t in tensors):
+    if any(t.dtype != torch.float32 or t.device.type != 'cpu' for t in tensors):
         return None
     gate = 0 if isinstance(se.gate, nn.Sigmoid) else 1
-    return squeeze.weight, squeeze.bias, excite.weight, excite.bias, gate
+    return (squeeze.weight.contiguous(), _contiguous(squeeze.bias),
+            excite.weight.contiguous(), _contiguous(excite.bias), gate)
+
+
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` with contiguous memory (itself when it has; None stays None)."""
+    return None if t is None else t.contiguous()
 
 
 class DensePlan(NamedTuple):
@@ -106,9 +115,8 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
     """
     if out.dtype != torch.float32 or not out.is_cpu:
         return None
-    mods = layer._modules
-    lgc, conv_2, se, sfr = mods['conv_1'], mods['conv_2'], mods.get('se'), mods.get('sfr')
-    conv = conv_2._modules['conv']
+    lgc, conv_2, se, sfr = layer.conv_1, layer.conv_2, layer.se, layer.sfr
+    conv = conv_2.conv
     if not (lgc.deploy and lgc.kernel_size == 1) or (
             sfr is not None and not (sfr.deploy and sfr.kernel_size == 1)) or (
             conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
@@ -117,7 +125,7 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
     units = [_kernel_unit(part) for part in (lgc, conv_2, sfr) if part is not None]
     if any(unit is None for unit in units):
         return None
-    indices = [part._buffers['index'] for part in (lgc, sfr) if part is not None]
+    indices = [part.index for part in (lgc, sfr) if part is not None]
     if any(index.dtype != torch.int64 or not index.is_cpu for index in indices):
         return None
     (norm, eps, act, weight), (norm_2, eps_2, act_2, conv_weight) = units[:2]
@@ -133,15 +141,14 @@ def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch
     """``([bn weight, bias, running_mean, running_var], eps, activation code, conv
     weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
     or None if they cannot (see :func:`dense_plan`)."""
-    mods = part._modules
-    norm, act = eval_norm(mods['norm']), activation_code(mods['act'])
+    norm, act = eval_norm(part.norm), activation_code(part.act)
     if norm is None or act is None:
         return None
-    *tensors, eps = norm
-    tensors.append(mods['conv']._parameters['weight'])
+    weight, bias, mean, var, eps = norm
+    tensors = [weight, bias, mean, var, part.conv.weight]
     if any(t is None or t.dtype != torch.float32 or not t.is_cpu for t in tensors):
         return None
-    tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]
+    tensors = [t.contiguous() for t in tensors]  # no copy when they are
     return tensors[:4], eps, act, tensors[4]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from ...utils.compat import is_compiling
+from ...utils.compat import is_compiling, traces_mmsfr_operators
 
 __all__ = ['inference_fast_path', 'traced_inference']
 
@@ -50,7 +50,12 @@ def traced_inference() -> bool:
     for the ONNX exporter (its graph must consist of standard ONNX operators). The
     operators' Meta kernels let the tracer run them on tensors without data, and
     TorchInductor keeps their in-place writes into the dense blocks' buffers (no
-    copies). Everything else under tracing takes the canonical ops.
+    copies). Everything else under tracing takes the canonical ops, and so does every
+    trace on torch < 2.6 (:func:`~mmsfr.utils.compat.traces_mmsfr_operators`).
     """
-    return (is_compiling() and not torch.is_grad_enabled()
+    return (_TRACES_OPERATORS and is_compiling() and not torch.is_grad_enabled()
             and not torch.onnx.is_in_onnx_export() and not _is_any_autocast_enabled())
+
+
+#: Whether this torch's tracers may keep mmsfr's operators (torch >= 2.6).
+_TRACES_OPERATORS = traces_mmsfr_operators()
