@@ -96,3 +96,28 @@ def test_a_failed_kernel_build_installs_without_it(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert 'WARNING: mmsfr._ext is not built (compiling mmsfr._ext failed' in out.stderr
     assert not list((tmp_path / 'mmsfr').glob('_ext*.so'))
+
+
+@pytest.mark.parametrize('old,new', [
+    ('mmsfr.models.layers.condense:bn_affine', 'mmsfr.models.layers.norm_act:bn_affine'),
+    ('mmsfr.models.layers.condense:PreActConv', 'mmsfr.models.layers.norm_act:PreActConv'),
+    ('mmsfr.models.layers.condense:eval_norm', 'mmsfr.models.layers.norm_act:eval_norm'),
+    ('mmsfr.models.layers.condense:convert_to_deploy', 'mmsfr.models.deploy:convert_to_deploy'),
+    ('mmsfr.models.backbones.condensenet:native_arguments',
+     'mmsfr.models.layers.dense_plan:dense_plan'),
+])
+def test_moved_names_keep_their_old_address_with_a_warning(old, new):
+    import importlib
+    (old_module, old_name), (new_module, new_name) = (s.split(':') for s in (old, new))
+    expected = getattr(importlib.import_module(new_module), new_name)
+    with pytest.warns(DeprecationWarning, match=f'{old_module}.{old_name} moved to '
+                      f'{new_module}.{new_name}'):
+        assert getattr(importlib.import_module(old_module), old_name) is expected
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        getattr(importlib.import_module(old_module), 'no_such_name')
+
+
+def test_converters_keep_their_old_addresses():
+    from mmsfr.converters import convert_official_shufflenetv2
+    from mmsfr.models.backbones import shufflenetv2
+    assert shufflenetv2.convert_official_shufflenetv2 is convert_official_shufflenetv2

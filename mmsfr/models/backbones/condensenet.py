@@ -23,6 +23,7 @@ from ..layers import (LearnedGroupConv, PreActConv, SparseFeatureReactivation,
 from ..layers.fast_path import traced_inference
 from ..layers.dense_plan import dense_plan, run_plan
 from ..layers.norm_act import DEFAULT_NORM_CFG, build_norm
+from ...utils.moved import moved_names
 
 
 class DenseLayer(nn.Module):
@@ -438,3 +439,10 @@ class CondenseNet(CondenseNetV2):
 # The converter of the released weights moved to mmsfr.converters; its former address
 # stays valid.
 from ...converters.condensenet import convert_official_condensenet  # noqa: E402,F401
+
+
+#: Names that moved out of this module (importable here still, with a warning).
+__getattr__ = moved_names(__name__, {
+    'native_arguments': 'mmsfr.models.layers.dense_plan:dense_plan',
+    'NativeArguments': 'mmsfr.models.layers.dense_plan:DensePlan',
+})

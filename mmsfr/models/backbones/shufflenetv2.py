@@ -42,6 +42,7 @@ from ..layers import (FastMaxPool2d, SparseFeatureReactivation, SqueezeExcitatio
 from ..layers.fuse import fold_state_dict_norms
 from ..layers.norm_act import is_plain_batchnorm
 from .base import FreezableBackbone, resolve_out_indices
+from ...utils.moved import moved_names
 
 __all__ = ['ShuffleUnit', 'ShuffleNetV2', 'ShuffleNetV2Plus', 'conv_norm_act']
 
@@ -668,10 +669,8 @@ class ShuffleNetV2Plus(ShuffleNetV2):
     accepts_widen_factor = False
 
 
-def __getattr__(name: str) -> Any:
-    """The converters that moved to :mod:`mmsfr.converters.shufflenetv2`, under their
-    old address."""
-    if name in _MOVED_CONVERTERS:
-        from ...converters import shufflenetv2
-        return getattr(shufflenetv2, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+#: The converters moved to :mod:`mmsfr.converters.shufflenetv2`; their old address
+#: still serves them (imported on first use: the converters import this module).
+__getattr__ = moved_names(
+    __name__, {name: 'mmsfr.converters.shufflenetv2' for name in _MOVED_CONVERTERS},
+    warn=False)

@@ -39,6 +39,7 @@ from .grouped_conv import grouped_pointwise
 from .norm_act import DEFAULT_NORM_CFG, build_act, build_norm, norm_act
 from .shuffle import channel_shuffle
 from ...utils.compat import is_exporting
+from ...utils.moved import moved_names
 
 __all__ = ['CondensingConv', 'CondensingLinear', 'LearnedGroupConv',
            'SparseFeatureReactivation', 'condensation_stage', 'condense_model',
@@ -569,3 +570,24 @@ def condense_model(model: nn.Module, progress: float) -> int:
         The number of (layer, stage) prunings applied.
     """
     return sum(m.condense(progress) for _, m in condensing_layers(model))
+
+
+#: Names that moved out of this module (importable here still, with a warning).
+__getattr__ = moved_names(__name__, {
+    'build_act': 'mmsfr.models.layers.norm_act',
+    'DEFAULT_NORM_CFG': 'mmsfr.models.layers.norm_act',
+    'build_norm': 'mmsfr.models.layers.norm_act',
+    'is_plain_batchnorm': 'mmsfr.models.layers.norm_act',
+    'INPLACE_MIN_NUMEL': 'mmsfr.models.layers.norm_act',
+    'inplace_activation': 'mmsfr.models.layers.norm_act',
+    'activate_': 'mmsfr.models.layers.norm_act',
+    'EvalNorm': 'mmsfr.models.layers.norm_act',
+    'eval_norm': 'mmsfr.models.layers.norm_act',
+    'eval_norm_act_': 'mmsfr.models.layers.norm_act',
+    'affine_act_': 'mmsfr.models.layers.norm_act',
+    'norm_act': 'mmsfr.models.layers.norm_act',
+    'bn_affine': 'mmsfr.models.layers.norm_act',
+    'eval_affine': 'mmsfr.models.layers.norm_act',
+    'PreActConv': 'mmsfr.models.layers.norm_act',
+    'convert_to_deploy': 'mmsfr.models.deploy',
+})
