@@ -1,7 +1,8 @@
 // Fused inference kernels of a deploy-form CondenseNetV2 dense layer (CPU, float32).
 //
 // A dense block keeps its features in one pre-allocated NCHW buffer; layer l reads the
-// first `channels` channels and writes `growth` new ones after them. Entry points:
+// first `channels` channels and writes `growth` new ones after them. Entry points (the
+// CPU kernels of the operators torch.ops.mmsfr.*, whose schemas are in ../ops.cpp):
 //
 // * lgc_conv_: LGC (index-select -> BN -> act -> grouped 1x1 conv, output shuffle)
 //   -> conv_2's BN -> act -> grouped 3x3 conv, written straight into the buffer's new
@@ -24,7 +25,7 @@
 // or spatial size 0) are valid and write nothing.
 //
 // They compute the same sums as the PyTorch path in mmsfr/models (float summation
-// order aside) and propagate NaN as it does; mmsfr/models/layers/native.py loads them
+// order aside) and propagate NaN as it does; mmsfr/ops/ loads and wraps them
 // and tests/test_models/test_native.py checks them.
 
 #include <ATen/Parallel.h>
