@@ -23,6 +23,8 @@ from mmsfr.checkpoint import read_state_dict
 from mmsfr.models.deploy import pending_deploy
 from mmsfr.models.layers import CondensingConv, CondensingLinear
 
+from .verify import eval_mode
+
 __all__ = ['ExportModule', 'TrainTimeModelError', 'check_deploy_form', 'load_export_module']
 
 Log = Callable[[str], None]
@@ -138,7 +140,9 @@ class ExportModule(nn.Module):
     @staticmethod
     def _head_names(head: nn.Module, prefix: str) -> tuple[str, ...]:
         """``<prefix><part><level>`` for every output of a dense head, in its order."""
-        with torch.no_grad():  # how many parts the head's forward returns
+        # How many parts the head's forward returns, in eval mode (a BatchNorm in the
+        # head must not take the probe into its running statistics).
+        with torch.no_grad(), eval_mode(head):
             parts = len(head.forward(_head_probe(head)))
         if parts > len(HEAD_PARTS):
             raise ValueError(f'{type(head).__name__} returns {parts} kinds of outputs; '

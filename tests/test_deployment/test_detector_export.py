@@ -21,7 +21,7 @@ import torch
 import mmsfr  # noqa: F401  (registers the models)
 from mmsfr.apis import build_model
 from mmsfr.deployment import ExportModule, export_verified
-from mmsfr.testing import tiny_demo_config
+from mmsfr.testing import randomise_bn, tiny_demo_config
 
 from conftest import REPO
 
@@ -41,11 +41,7 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp('retinanet')
     config = tiny_demo_config(root, train=2, val=6, size=96)
     torch.manual_seed(0)
-    model = build_model(config)
-    for m in model.modules():  # non-trivial BN statistics in the backbone
-        if isinstance(m, torch.nn.BatchNorm2d):
-            torch.nn.init.uniform_(m.running_var, 0.5, 2.0)
-            torch.nn.init.normal_(m.running_mean, 0.0, 0.1)
+    model = randomise_bn(build_model(config))  # non-trivial BN in the backbone
     torch.save({'state_dict': model.state_dict()}, root / 'det.pth')
     out = root / 'retinanet.onnx'
     run = run_tool(EXPORT, str(config), str(root / 'det.pth'), str(out), '--shape', '128',
@@ -139,3 +135,17 @@ def test_faster_rcnn_exports_its_first_stage(tmp_path):
     result = export_verified(module, tmp_path / 'faster.onnx', (96, 96), dynamic_size=True)
     assert result.output_names == module.output_names
     assert max(r.max_rel_diff for r in result.reports) <= 1e-4
+
+
+def test_counting_head_outputs_leaves_the_model_as_it_was():
+    """ExportModule runs the head once to name its outputs: in eval mode, so a BatchNorm
+    in a training-mode head keeps its running statistics."""
+    model = build_model('configs/demo/retinanet_condensenetv2_demo.py')
+    head = model.bbox_head
+    norm = torch.nn.BatchNorm2d(head.in_channels)
+    head.cls_convs[0] = torch.nn.Sequential(norm, head.cls_convs[0])
+    assert model.training
+    module = ExportModule(model)
+    assert module.output_names[:2] == ('cls_score0', 'cls_score1')
+    assert norm.training and int(norm.num_batches_tracked) == 0
+    assert not norm.running_mean.any()
