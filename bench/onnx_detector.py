@@ -25,13 +25,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from _common import (base_parser, build, check_positive, kernels_status, macs, print_table,
-                     time_interleaved)
+                     rel_diff, time_interleaved)
 from mmsfr.deployment import ExportModule, export_onnx
-from mmsfr.deployment._onnx import ort
+from mmsfr.deployment._onnx import cpu_session, ort
 from mmsfr.testing import randomise_bn
 
 MODELS = {
@@ -39,15 +38,6 @@ MODELS = {
     'RetinaNet-MobileNetV2': 'configs/retinanet_mobilenetv2.py',
 }
 BASE = 'RetinaNet-MobileNetV2'
-
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    """An onnxruntime CPU session with ``threads`` intra-op threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
 
 
 def main(argv=None) -> int:
@@ -73,13 +63,13 @@ def main(argv=None) -> int:
             module = ExportModule(randomise_bn(build(config))).eval()
             path = Path(tmp) / f'{name}.onnx'
             export_onnx(module, path, size)
-            sess = session(path, args.threads)
+            sess = cpu_session(path, args.threads)
             feed = {sess.get_inputs()[0].name: x.numpy()}
             with torch.no_grad():
                 expected = module(x)
             got = sess.run(None, feed)
             for a, b in zip(got, expected):
-                worst = max(worst, float(np.abs(a - b.numpy()).max() / b.abs().max()))
+                worst = max(worst, rel_diff(torch.from_numpy(a), b))
             fns[f'{name}, onnxruntime'] = lambda s=sess, f=feed: s.run(None, f)
             fns[f'{name}, PyTorch eager'] = lambda m=module: m(x)
             rows[name] = macs(module.net, (1, 3, *size),

@@ -105,6 +105,8 @@ def test_a_failed_kernel_build_installs_without_it(tmp_path):
     ('mmsfr.models.layers.condense:convert_to_deploy', 'mmsfr.models.deploy:convert_to_deploy'),
     ('mmsfr.models.backbones.condensenet:native_arguments',
      'mmsfr.models.layers.dense_plan:dense_plan'),
+    ('mmsfr.models.layers.native:native_kernels', 'mmsfr.ops:native_kernels'),
+    ('mmsfr.models.layers.native:se_arguments', 'mmsfr.models.layers.dense_plan:se_arguments'),
 ])
 def test_moved_names_keep_their_old_address_with_a_warning(old, new):
     import importlib

@@ -102,6 +102,14 @@ def _megvii_units(sd: dict[str, torch.Tensor], stage_blocks: Sequence[int],
     return kinds
 
 
+#: The stem and ``conv_last`` (conv, BN) of a megvii ShuffleNetV2 / V2+ checkpoint and
+#: their mmsfr keys.
+_MEGVII_STEM_AND_LAST = (('first_conv.0.', 'backbone.stem.conv.'),
+                         ('first_conv.1.', 'backbone.stem.bn.'),
+                         ('conv_last.0.', 'backbone.conv_last.conv.'),
+                         ('conv_last.1.', 'backbone.conv_last.bn.'))
+
+
 def _take(sd: dict[str, torch.Tensor], src: str, dst: str,
           out: dict[str, torch.Tensor]) -> None:
     """Copy every entry of ``sd`` under ``src`` into ``out`` under ``dst``."""
@@ -151,10 +159,8 @@ def convert_official_shufflenetv2(state_dict: dict[str, torch.Tensor],
         raise ValueError(f'{what} expects a megvii ShuffleNetV2 state_dict, got '
                          f'{_describe_source(sd)}')
     _match_arch(ShuffleNetV2, sd['conv_last.0.weight'].shape[1], arch, what)
-    _take(sd, 'first_conv.0.', 'backbone.stem.conv.', out)
-    _take(sd, 'first_conv.1.', 'backbone.stem.bn.', out)
-    _take(sd, 'conv_last.0.', 'backbone.conv_last.conv.', out)
-    _take(sd, 'conv_last.1.', 'backbone.conv_last.bn.', out)
+    for src, dst in _MEGVII_STEM_AND_LAST:
+        _take(sd, src, dst, out)
     _take(sd, 'classifier.0.', 'head.fc.', out)
     _check_all_used(sd, out, what)
     return out
@@ -207,10 +213,8 @@ def convert_official_shufflenetv2plus(
         raise ValueError(f'{what}: the checkpoint has unit choices {list(found)} but the '
                          f'model has {list(unit_choices)} (first difference at unit {n})')
     _match_arch(ShuffleNetV2Plus, sd['conv_last.0.weight'].shape[1], arch, what)
-    _take(sd, 'first_conv.0.', 'backbone.stem.conv.', out)
-    _take(sd, 'first_conv.1.', 'backbone.stem.bn.', out)
-    _take(sd, 'conv_last.0.', 'backbone.conv_last.conv.', out)
-    _take(sd, 'conv_last.1.', 'backbone.conv_last.bn.', out)
+    for src, dst in _MEGVII_STEM_AND_LAST:
+        _take(sd, src, dst, out)
     for k, name in _MEGVII_SE.items():
         _take(sd, f'LastSE.SE_opr.{k}.', f'head.se.{name}.', out)
     _take(sd, 'fc.0.', 'head.fc.', out)

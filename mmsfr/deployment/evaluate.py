@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ._onnx import ort
+from ._onnx import cpu_session
 from .loading import HEAD_PARTS
 
 __all__ = ['OnnxDetector', 'evaluate_onnx_detector', 'group_head_outputs']
@@ -80,12 +80,8 @@ class OnnxDetector:
         if not hasattr(model, 'bbox_head'):
             raise ValueError(f'{type(model).__name__} has no bbox_head: onnxruntime '
                              'evaluation covers single-stage detectors (e.g. RetinaNet)')
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         self.model = model.eval()
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=['CPUExecutionProvider'])
+        self.session = cpu_session(path, threads)
         self.input = self.session.get_inputs()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ._onnx import onnx, ort
+from ._onnx import cpu_session, onnx
 from .graph_passes import check_size
 
 __all__ = ['DEFAULT_RTOL', 'Comparison', 'VerificationError', 'VerificationReport',
@@ -206,10 +206,7 @@ def verify_onnx(module: nn.Module, path: str | os.PathLike, *,
         if clash:
             raise ValueError(f'{path.name}: input {"x".join(map(str, shape))} does not fit its '
                              f'static input dims {static} (axis: size)')
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(os.fspath(path), options,
-                                   providers=['CPUExecutionProvider'])
+    session = cpu_session(path)
     input_name = session.get_inputs()[0].name
     names = [o.name for o in session.get_outputs()]
     report = VerificationReport(path, label or path.name, rtol)

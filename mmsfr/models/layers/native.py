@@ -1,5 +1,6 @@
-"""Deprecated alias: the C++ operators moved to :mod:`mmsfr.ops` (loading, switch,
-wrappers) and :mod:`mmsfr.models.layers.dense_plan` (their arguments).
+"""Deprecated address: the C++ operators moved to :mod:`mmsfr.ops` (loading, switch,
+wrappers) and their arguments to :mod:`mmsfr.models.layers.dense_plan`. The old names
+still work here, each with a ``DeprecationWarning`` naming its new address.
 
 Example:
     >>> from mmsfr import ops
@@ -7,11 +8,12 @@ Example:
     ...     ops.native_enabled()
     False
 """
-import warnings
+from ...utils.moved import moved_names
 
-from ...ops import STATUS, native_available, native_enabled, native_kernels  # noqa: F401
-from .dense_plan import activation_code, se_arguments  # noqa: F401
-
-warnings.warn('mmsfr.models.layers.native is deprecated: use mmsfr.ops (native_available, '
-              'native_enabled, native_kernels) and mmsfr.models.layers.dense_plan',
-              DeprecationWarning, stacklevel=2)
+#: Names that moved out of this module (importable here still, with a warning).
+__getattr__ = moved_names(__name__, {
+    **{name: 'mmsfr.ops' for name in ('STATUS', 'native_available', 'native_enabled',
+                                      'native_kernels')},
+    **{name: 'mmsfr.models.layers.dense_plan' for name in ('activation_code',
+                                                          'se_arguments')},
+})
