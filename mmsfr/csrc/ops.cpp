@@ -17,7 +17,7 @@ namespace {
 // The version of the operators' arguments, checked by mmsfr/ops/loading.py:
 // 2: each BatchNorm as its own tensors, conv weights as stored;
 // 3: the operators are registered with the dispatcher (torch.ops.mmsfr).
-constexpr int64_t kApiVersion = 3;
+constexpr int64_t kApiVersion = 4;
 
 void lgc_conv_meta(const at::Tensor&, int64_t, const at::Tensor&, at::TensorList, double,
                    int64_t, const at::Tensor&, int64_t, at::TensorList, double, int64_t,

@@ -17,8 +17,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ['avg_pool2x2_', 'lgc_conv_', 'parallel_threads', 'se_', 'set_avx2', 'sfr_',
-           'uses_avx2']
+__all__ = ['ISAS', 'avg_pool2x2_', 'best_isa', 'isa', 'lgc_conv_', 'parallel_threads', 'se_',
+           'set_avx2', 'set_isa', 'sfr_', 'uses_avx2']
 
 
 def lgc_conv_(buf: torch.Tensor, channels: int, index: torch.Tensor,
@@ -83,15 +83,57 @@ def avg_pool2x2_(out: torch.Tensor, x: torch.Tensor) -> None:
     torch.ops.mmsfr.avg_pool2x2_(out, x)
 
 
+#: The kernels' instruction sets, fastest first.
+ISAS = ('avx512', 'avx2', 'generic')
+
+
+def isa() -> str:
+    """The instruction set the kernels run: ``'avx512'`` (AVX-512F/VL/DQ, 16-float
+    vectors), ``'avx2'`` (AVX2 + FMA, 8-float vectors) or ``'generic'`` (the baseline
+    code). By default the best one the CPU has (:func:`best_isa`).
+
+    Example:
+        >>> from mmsfr.ops import native_available
+        >>> isa() in ISAS if native_available() else True
+        True
+    """
+    return torch.ops.mmsfr.isa()
+
+
+def best_isa() -> str:
+    """The fastest instruction set of :data:`ISAS` this CPU runs."""
+    return torch.ops.mmsfr.best_isa()
+
+
+def set_isa(name: str) -> str:
+    """Run the kernels compiled for instruction set ``name`` (one of :data:`ISAS`, at
+    most :func:`best_isa`); returns the previous one.
+
+    Raises:
+        RuntimeError: ``name`` is not an instruction set, or this CPU cannot run it.
+
+    Example:
+        >>> from mmsfr.ops import native_available
+        >>> if native_available():
+        ...     previous = set_isa('generic')
+        ...     assert isa() == 'generic'
+        ...     _ = set_isa(previous)
+    """
+    return torch.ops.mmsfr.set_isa(name)
+
+
 def uses_avx2() -> bool:
-    """Whether the kernels run their AVX2 + FMA code (else the baseline code)."""
-    return torch.ops.mmsfr.uses_avx2()
+    """Whether the kernels run vector code (AVX2 + FMA or AVX-512), not the baseline
+    code."""
+    return isa() != 'generic'
 
 
 def set_avx2(on: bool) -> bool:
-    """Run the AVX2 + FMA code (True) or the baseline code; returns the previous
-    setting. Raises on a CPU without AVX2 + FMA when ``on``."""
-    return torch.ops.mmsfr.set_avx2(on)
+    """Run the best vector code of this CPU (``on``) or the baseline code; returns
+    whether vector code ran before. Raises on a CPU without AVX2 + FMA when ``on``."""
+    previous = uses_avx2()
+    set_isa(best_isa() if on else 'generic')
+    return previous
 
 
 def parallel_threads(tasks: int) -> int:

@@ -21,18 +21,14 @@ if not ops.native_available() and os.environ.get('MMSFR_REQUIRE_NATIVE'):
     raise ImportError(f'mmsfr._ext is required (MMSFR_REQUIRE_NATIVE) but {ops.STATUS}')
 pytestmark = pytest.mark.skipif(not ops.native_available(), reason=ops.STATUS)
 
-ISAS = ['avx2', 'generic']
-
-
-@pytest.fixture(params=ISAS)
+@pytest.fixture(params=list(ops.ISAS))
 def isa(request):
-    """Run a test with the AVX2 kernels and again with the generic ones."""
-    ext = ops
-    if request.param == 'avx2' and not ext.uses_avx2():
-        pytest.skip('this CPU has no AVX2 + FMA')
-    previous = ext.set_avx2(request.param == 'avx2')
+    """Run a test with the kernels of every instruction set this CPU runs."""
+    if ops.ISAS.index(request.param) < ops.ISAS.index(ops.best_isa()):
+        pytest.skip(f'this CPU cannot run the {request.param} kernels')
+    previous = ops.set_isa(request.param)
     yield request.param
-    ext.set_avx2(previous)
+    ops.set_isa(previous)
 
 
 def deploy_model(arch, seed=0, **kwargs):

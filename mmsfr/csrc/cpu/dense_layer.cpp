@@ -41,18 +41,32 @@
 #include <vector>
 
 namespace kernels_generic {
+#define KERNEL_WIDTH 8
 #include "kernels.h"
+#undef KERNEL_WIDTH
 }  // namespace kernels_generic
 
 #if defined(__x86_64__) || defined(__i386__)
 namespace kernels_avx2 {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#define KERNEL_WIDTH 8
 #include "kernels.h"
+#undef KERNEL_WIDTH
 #pragma GCC pop_options
 }  // namespace kernels_avx2
+namespace kernels_avx512 {
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx2,fma")
+#define KERNEL_WIDTH 16
+#include "kernels.h"
+#undef KERNEL_WIDTH
+#pragma GCC pop_options
+}  // namespace kernels_avx512
 #else
-namespace kernels_avx2 = kernels_generic;  // never selected: cpu_supports_avx2() is false
+// Never selected: the CPU checks below are false off x86.
+namespace kernels_avx2 = kernels_generic;
+namespace kernels_avx512 = kernels_generic;
 #endif
 
 namespace {
@@ -60,9 +74,9 @@ namespace {
 // Floats after each padded plane of the LGC kernel's window: the 1x1 and 3x3 kernels
 // work on whole chunks of positions (at most 96), so the last chunk reads and writes
 // past the last output; the 3x3 taps reach 2 * (w + 2) + 2 positions further.
-constexpr int64_t kTail = 2 + 96;
+constexpr int64_t kTail = 2 + 192;
 // A multiple of every chunk of positions (8 floats x 3, 4, 6 or 12 vectors).
-constexpr int64_t kChunkLcm = 96;
+constexpr int64_t kChunkLcm = 192;
 // The LGC kernel's band of rows: at least this many output positions and, if that is
 // more, as many rows as keep its window of 1x1 outputs within kWindowFloats.
 constexpr int64_t kBandPositions = 64;
@@ -84,19 +98,40 @@ int64_t balanced_tile(int64_t n, int64_t most) {
   return std::max<int64_t>(16, ((n + even - 1) / even + 15) / 16 * 16);
 }
 
-bool cpu_supports_avx2() {
+// The instruction sets the kernels are compiled for, in order of preference.
+enum Isa : int { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
+const char* const kIsaNames[] = {"generic", "avx2", "avx512"};
+
+// The best instruction set this CPU runs.
+int cpu_best_isa() {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
+  static const int best = [] {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+      return static_cast<int>(kAvx512);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return static_cast<int>(kAvx2);
+    return static_cast<int>(kGeneric);
+  }();
+  return best;
 #else
-  return false;
+  return kGeneric;
 #endif
 }
 
-// Which kernels run: the AVX2 ones where the CPU has them, unless switched off.
-std::atomic<bool> avx2_on{cpu_supports_avx2()};
+// Which kernels run: the best ones this CPU has, unless set lower (set_isa).
+std::atomic<int> isa_on{cpu_best_isa()};
 
-bool cpu_has_avx2() { return avx2_on.load(std::memory_order_relaxed); }
+int current_isa() { return isa_on.load(std::memory_order_relaxed); }
+
+// The kernel `name` of the instruction set in use (a function of every namespace).
+#define PICK(isa, ...)                                     \
+  ((isa) == kAvx512 ? &kernels_avx512::__VA_ARGS__       \
+   : (isa) == kAvx2 ? &kernels_avx2::__VA_ARGS__         \
+                    : &kernels_generic::__VA_ARGS__)
+
+// Floats per vector of the instruction set's kernels.
+int64_t vector_width(int isa) { return isa == kAvx512 ? 16 : 8; }
 
 // Per-thread scratch memory reused across calls: at detection sizes a fresh allocation
 // per call would be page-faulted in every time.
@@ -124,13 +159,22 @@ void with_act(int64_t act, const char* what, F&& f) {
   }
 }
 
-// Register blocking of the 1x1 and 3x3 kernels: OB outputs (4, 2 or 1, the most that
-// divides `outputs`) x XV vectors of 8 positions, 12 accumulators where the 16 AVX2
-// registers allow (the 1x1 kernel keeps its XV inputs in registers, the 3x3 kernel
-// reads each from memory per output when OB is 1).
+// Register blocking of the 1x1 and 3x3 kernels: OB outputs x XV vectors of positions.
+// 8-float vectors (16 AVX2 registers): OB = 4, 2 or 1 (the most that divides
+// `outputs`), 12 accumulators (the 1x1 kernel keeps its XV inputs in registers, the
+// 3x3 kernel reads each from memory per output when OB is 1). 16-float vectors (32
+// AVX-512 registers): OB = 8 or 4 with two vectors (16 or 8 accumulators; chunks of 32
+// positions waste little on the 7x7 and 14x14 maps of the last blocks), else 2 x 4 or
+// 1 x 6.
 template <typename F>
-void with_block(int64_t outputs, bool conv3x3, F&& f) {
+void with_block(int64_t outputs, bool conv3x3, bool wide, F&& f) {
   using std::integral_constant;
+  if (wide) {
+    if (outputs % 8 == 0) return f(integral_constant<int, 8>(), integral_constant<int, 2>());
+    if (outputs % 4 == 0) return f(integral_constant<int, 4>(), integral_constant<int, 2>());
+    if (outputs % 2 == 0) return f(integral_constant<int, 2>(), integral_constant<int, 4>());
+    return f(integral_constant<int, 1>(), integral_constant<int, 6>());
+  }
   if (outputs % 4 == 0) return f(integral_constant<int, 4>(), integral_constant<int, 3>());
   if (outputs % 2 == 0) {
     if (conv3x3) return f(integral_constant<int, 2>(), integral_constant<int, 6>());
@@ -252,7 +296,8 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
     }
 
   // The kernels of this call: gather + BN + act, 1x1 conv (+ BN_2 + act_2), 3x3 conv.
-  const bool avx2 = cpu_has_avx2();
+  const int isa = current_isa();
+  const int64_t width = vector_width(isa);
   using PackFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, float, float);
   using GemmFn = void (*)(const float*, int64_t, int64_t, const float*, const float*,
                           const float*, int64_t, float*, int64_t, int64_t);
@@ -263,21 +308,19 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
   ConvFn conv = nullptr;
   int64_t gemm_chunk = 0, conv_chunk = 0;
   with_act(act, op, [&](auto a) {
-    pack = avx2 ? &kernels_avx2::pack_rows<decltype(a)::value>
-                : &kernels_generic::pack_rows<decltype(a)::value>;
+    pack = PICK(isa, pack_rows<decltype(a)::value>);
   });
-  with_block(po, false, [&](auto ob, auto xv) {
+  with_block(po, false, width == 16, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-    gemm_chunk = 8 * XV;
+    gemm_chunk = width * XV;
     with_act(act_2, op, [&](auto a) {
-      gemm = avx2 ? &kernels_avx2::pointwise_group<OB, XV, decltype(a)::value>
-                  : &kernels_generic::pointwise_group<OB, XV, decltype(a)::value>;
+      gemm = PICK(isa, pointwise_group<OB, XV, decltype(a)::value>);
     });
   });
-  with_block(growth / groups, true, [&](auto ob, auto xv) {
+  with_block(growth / groups, true, width == 16, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-    conv_chunk = 8 * XV;
-    conv = avx2 ? &kernels_avx2::conv3x3_group<OB, XV> : &kernels_generic::conv3x3_group<OB, XV>;
+    conv_chunk = width * XV;
+    conv = PICK(isa, conv3x3_group<OB, XV>);
   });
 
   const int64_t hw = h * w, wp = w + 2, oper = growth / groups;
@@ -382,14 +425,16 @@ void sfr_(const at::Tensor& buf, int64_t channels, int64_t growth,
   with_act(act, op, [](auto) {});
   if (buf.numel() == 0) return;  // nothing to update
 
-  const bool avx2 = cpu_has_avx2();
+  const int isa = current_isa();
   const int64_t n = buf.size(0), c_all = buf.size(1), hw = buf.size(2) * buf.size(3);
   const int64_t* idx = index.data_ptr<int64_t>();
   const float* sc = bn.scale.data();
   const float* sh = bn.shift.data();
   const float* mw = weight.data_ptr<float>();
-  auto axpy4 = avx2 ? &kernels_avx2::axpy_block<4, 2> : &kernels_generic::axpy_block<4, 2>;
-  auto axpy1 = avx2 ? &kernels_avx2::axpy_block<1, 2> : &kernels_generic::axpy_block<1, 2>;
+  // Vectors of 16 positions (the tiles are multiples of 16): two 8-float vectors or
+  // one 16-float vector.
+  auto axpy4 = isa == kAvx512 ? &kernels_avx512::axpy_block<4, 1> : PICK(isa, axpy_block<4, 2>);
+  auto axpy1 = isa == kAvx512 ? &kernels_avx512::axpy_block<1, 1> : PICK(isa, axpy_block<1, 2>);
   const int64_t tile =
       balanced_tile(hw, std::max<int64_t>(1, std::min(kSfrTile, kPackFloats / growth)));
   for (int64_t b = 0; b < n; ++b) {
@@ -399,8 +444,7 @@ void sfr_(const at::Tensor& buf, int64_t channels, int64_t growth,
     // group j / pj) adds into old channel index[j]. Tasks split positions, never
     // channels, so repeated indices accumulate without races.
     with_act(act, op, [&](auto a) {
-      auto row = avx2 ? &kernels_avx2::affine_act_row<decltype(a)::value>
-                      : &kernels_generic::affine_act_row<decltype(a)::value>;
+      auto row = PICK(isa, affine_act_row<decltype(a)::value>);
       at::parallel_for(0, (hw + tile - 1) / tile, 1, [&](int64_t t0, int64_t t1) {
         float* u = workspace.get(0, growth * tile);
         for (int64_t t = t0; t < t1; ++t) {
@@ -521,7 +565,8 @@ void avg_pool2x2_(const at::Tensor& out, const at::Tensor& x) {
   });
 }
 
-bool uses_avx2() { return cpu_has_avx2(); }
+// The instruction set the kernels run: "avx512", "avx2" or "generic".
+std::string isa() { return kIsaNames[current_isa()]; }
 
 // How many threads the kernels' at::parallel_for runs `tasks` tasks on (1 when the
 // extension was compiled without the OpenMP that torch's parallel_for needs).
@@ -536,10 +581,20 @@ int64_t parallel_threads(int64_t tasks) {
   return used;
 }
 
-bool set_avx2(bool on) {
-  TORCH_CHECK(!on || cpu_supports_avx2(), "set_avx2: this CPU has no AVX2 + FMA");
-  return avx2_on.exchange(on);
+// Run the kernels of instruction set `name` (one this CPU has); returns the previous.
+std::string set_isa(const std::string& name) {
+  int level = -1;
+  for (int i = 0; i < 3; ++i)
+    if (name == kIsaNames[i]) level = i;
+  TORCH_CHECK(level >= 0, "set_isa: instruction set must be 'avx512', 'avx2' or ",
+              "'generic', got '", name, "'");
+  TORCH_CHECK(level <= cpu_best_isa(), "set_isa: this CPU cannot run the '", name,
+              "' kernels; the best it runs is '", kIsaNames[cpu_best_isa()], "'");
+  return kIsaNames[isa_on.exchange(level)];
 }
+
+// The best instruction set this CPU runs.
+std::string best_isa() { return kIsaNames[cpu_best_isa()]; }
 
 TORCH_LIBRARY_IMPL(mmsfr, CPU, m) {
   m.impl("lgc_conv_", &lgc_conv_);
@@ -550,7 +605,8 @@ TORCH_LIBRARY_IMPL(mmsfr, CPU, m) {
 
 // Not tensor operators: registered without a dispatch key (they run on any call).
 TORCH_LIBRARY_FRAGMENT(mmsfr, m) {
-  m.def("uses_avx2() -> bool", &uses_avx2);
+  m.def("isa() -> str", &isa);
+  m.def("best_isa() -> str", &best_isa);
   m.def("parallel_threads(int tasks) -> int", &parallel_threads);
-  m.def("set_avx2(bool on) -> bool", &set_avx2);
+  m.def("set_isa(str name) -> str", &set_isa);
 }

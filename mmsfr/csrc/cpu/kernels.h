@@ -1,15 +1,22 @@
 // Inner loops of mmsfr's fused dense-layer kernels (float32, raw row pointers).
 //
-// dense_layer.cpp includes this file twice, each time inside its own namespace: once
-// compiled for AVX2 + FMA and once for the baseline instruction set; it picks one at
-// run time. The 8-float vectors are GCC/Clang vector extensions, so the same source
-// compiles to AVX2 registers or to pairs of SSE registers.
+// dense_layer.cpp includes this file three times, each time inside its own namespace
+// and with its own KERNEL_WIDTH (floats per vector): compiled for AVX-512 (16), for
+// AVX2 + FMA (8) and for the baseline instruction set (8); it picks one at run time.
+// The vectors are GCC/Clang vector extensions, so the same source compiles to zmm or
+// ymm registers, or to pairs of SSE registers.
 
-typedef float vec8 __attribute__((vector_size(32), aligned(4), may_alias));
+#ifndef KERNEL_WIDTH
+#error "define KERNEL_WIDTH (floats per vector) before including kernels.h"
+#endif
 
-static inline vec8 load8(const float* p) { return *reinterpret_cast<const vec8*>(p); }
-static inline void store8(float* p, vec8 v) { *reinterpret_cast<vec8*>(p) = v; }
-static inline vec8 splat8(float v) { return vec8{v, v, v, v, v, v, v, v}; }
+// Floats per vector of this compilation.
+constexpr int VW = KERNEL_WIDTH;
+typedef float vecw __attribute__((vector_size(4 * KERNEL_WIDTH), aligned(4), may_alias));
+
+static inline vecw loadw(const float* p) { return *reinterpret_cast<const vecw*>(p); }
+static inline void storew(float* p, vecw v) { *reinterpret_cast<vecw*>(p) = v; }
+static inline vecw splatw(float v) { return vecw{} + v; }
 
 // Activation codes: 0 identity, 1 ReLU, 2 hard-swish (x * relu6(x + 3) / 6; the
 // division is a multiplication by 1 / 6, which differs from torch's by at most an ulp).
@@ -27,12 +34,12 @@ static inline float activate(float v) {
 }
 
 template <int ACT>
-static inline vec8 activate8(vec8 v) {
-  if (ACT == 1) return v < 0.f ? splat8(0.f) : v;
+static inline vecw activatew(vecw v) {
+  if (ACT == 1) return v < 0.f ? splatw(0.f) : v;
   if (ACT == 2) {
-    vec8 t = v + 3.f;
-    t = t < 0.f ? splat8(0.f) : t;
-    t = t > 6.f ? splat8(6.f) : t;
+    vecw t = v + 3.f;
+    t = t < 0.f ? splatw(0.f) : t;
+    t = t > 6.f ? splatw(6.f) : t;
     return v * t * (1.f / 6.f);
   }
   return v;
@@ -61,7 +68,7 @@ static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int
   for (int64_t q = rows * wp; q < n; ++q) dst[q] = 0.f;
 }
 
-// OB outputs x 8 * XV positions of a 1x1 conv followed by a per-output affine map (an
+// OB outputs x VW * XV positions of a 1x1 conv followed by a per-output affine map (an
 // eval-mode BN) and an activation:
 // out[o][q] = act((sum_t w[o * cin + t] * in[t * istride + q]) * a[o] + b[o]); output o
 // is `ostride` floats after output o - 1.
@@ -69,38 +76,38 @@ template <int OB, int XV, int ACT>
 static inline void pointwise_block(const float* in, int64_t istride, int64_t cin,
                                    const float* w, const float* a, const float* b,
                                    float* out, int64_t ostride, int64_t q0) {
-  vec8 acc[OB][XV];
+  vecw acc[OB][XV];
   for (int o = 0; o < OB; ++o)
-    for (int v = 0; v < XV; ++v) acc[o][v] = splat8(0.f);
+    for (int v = 0; v < XV; ++v) acc[o][v] = splatw(0.f);
   for (int64_t t = 0; t < cin; ++t) {
     const float* s = in + t * istride + q0;
-    vec8 src[XV];
-    for (int v = 0; v < XV; ++v) src[v] = load8(s + 8 * v);
+    vecw src[XV];
+    for (int v = 0; v < XV; ++v) src[v] = loadw(s + VW * v);
     for (int o = 0; o < OB; ++o) {
-      const vec8 wv = splat8(w[o * cin + t]);
+      const vecw wv = splatw(w[o * cin + t]);
       for (int v = 0; v < XV; ++v) acc[o][v] += wv * src[v];
     }
   }
   for (int o = 0; o < OB; ++o) {
-    const vec8 av = splat8(a[o]), bv = splat8(b[o]);
+    const vecw av = splatw(a[o]), bv = splatw(b[o]);
     for (int v = 0; v < XV; ++v)
-      store8(out + o * ostride + q0 + 8 * v, activate8<ACT>(acc[o][v] * av + bv));
+      storew(out + o * ostride + q0 + VW * v, activatew<ACT>(acc[o][v] * av + bv));
   }
 }
 
 // All `cout` outputs (a multiple of OB) of a 1x1 conv + affine + act over positions
-// [0, n), a multiple of 8 * XV, of `cin` input rows `istride` floats apart.
+// [0, n), a multiple of VW * XV, of `cin` input rows `istride` floats apart.
 template <int OB, int XV, int ACT>
 static void pointwise_group(const float* in, int64_t istride, int64_t cin, const float* w,
                             const float* a, const float* b, int64_t cout, float* out,
                             int64_t ostride, int64_t n) {
-  for (int64_t q0 = 0; q0 < n; q0 += 8 * XV)
+  for (int64_t q0 = 0; q0 < n; q0 += VW * XV)
     for (int64_t o = 0; o + OB <= cout; o += OB)
       pointwise_block<OB, XV, ACT>(in, istride, cin, w + o * cin, a + o, b + o,
                                    out + o * ostride, ostride, q0);
 }
 
-// OB outputs x 8 * XV flat positions of a 3x3, stride-1 convolution over zero-padded
+// OB outputs x VW * XV flat positions of a 3x3, stride-1 convolution over zero-padded
 // planes, accumulated in registers. Flat position q = r * (w + 2) + x; the two
 // positions per row with x >= w are computed and discarded by the caller.
 //   in: `cin` padded planes, `plane` floats apart; w: (OB, cin, 9) weights, `wstride`
@@ -109,61 +116,61 @@ template <int OB, int XV>
 static inline void conv3x3_block(const float* in, int64_t plane, int64_t cin, int64_t wp,
                                  const float* w, int64_t wstride, float* out,
                                  int64_t ostride, int64_t q0) {
-  vec8 acc[OB][XV];
+  vecw acc[OB][XV];
   for (int o = 0; o < OB; ++o)
-    for (int v = 0; v < XV; ++v) acc[o][v] = splat8(0.f);
+    for (int v = 0; v < XV; ++v) acc[o][v] = splatw(0.f);
   for (int64_t t = 0; t < cin; ++t) {
     const float* row = in + t * plane + q0;
     const float* wt = w + t * 9;
     for (int ky = 0; ky < 3; ++ky) {
       for (int kx = 0; kx < 3; ++kx) {
         const float* s = row + ky * wp + kx;
-        vec8 src[XV];
-        for (int v = 0; v < XV; ++v) src[v] = load8(s + 8 * v);
+        vecw src[XV];
+        for (int v = 0; v < XV; ++v) src[v] = loadw(s + VW * v);
         for (int o = 0; o < OB; ++o) {
-          const vec8 wv = splat8(wt[o * wstride + ky * 3 + kx]);
+          const vecw wv = splatw(wt[o * wstride + ky * 3 + kx]);
           for (int v = 0; v < XV; ++v) acc[o][v] += wv * src[v];
         }
       }
     }
   }
   for (int o = 0; o < OB; ++o)
-    for (int v = 0; v < XV; ++v) store8(out + o * ostride + q0 + 8 * v, acc[o][v]);
+    for (int v = 0; v < XV; ++v) storew(out + o * ostride + q0 + VW * v, acc[o][v]);
 }
 
 // All `cout` outputs of one group over flat positions [q_begin, q_end), a multiple
-// of 8 * XV (cout is a multiple of OB).
+// of VW * XV (cout is a multiple of OB).
 template <int OB, int XV>
 static void conv3x3_group(const float* in, int64_t plane, int64_t cin, int64_t wp,
                           const float* w, int64_t cout, float* out, int64_t ostride,
                           int64_t q_begin, int64_t q_end) {
   const int64_t wstride = cin * 9;
-  for (int64_t q0 = q_begin; q0 < q_end; q0 += 8 * XV)
+  for (int64_t q0 = q_begin; q0 < q_end; q0 += VW * XV)
     for (int64_t o = 0; o + OB <= cout; o += OB)
       conv3x3_block<OB, XV>(in, plane, cin, wp, w + o * wstride, wstride, out + o * ostride,
                             ostride, q0);
 }
 
 // For OB outputs o: dst[o][p] += sum_t w[o * cin + t] * src[t * sstride + p], p < n
-// (dst[o]: the row of output o). Positions in vectors of 8 * XV, the rest one by one.
+// (dst[o]: the row of output o). Positions in vectors of VW * XV, the rest one by one.
 template <int OB, int XV>
 static void axpy_block(float* const* dst, const float* src, int64_t sstride,
                        const float* w, int64_t cin, int64_t n) {
   int64_t p = 0;
-  for (; p + 8 * XV <= n; p += 8 * XV) {
-    vec8 acc[OB][XV];
+  for (; p + VW * XV <= n; p += VW * XV) {
+    vecw acc[OB][XV];
     for (int o = 0; o < OB; ++o)
-      for (int v = 0; v < XV; ++v) acc[o][v] = load8(dst[o] + p + 8 * v);
+      for (int v = 0; v < XV; ++v) acc[o][v] = loadw(dst[o] + p + VW * v);
     for (int64_t t = 0; t < cin; ++t) {
-      vec8 s[XV];
-      for (int v = 0; v < XV; ++v) s[v] = load8(src + t * sstride + p + 8 * v);
+      vecw s[XV];
+      for (int v = 0; v < XV; ++v) s[v] = loadw(src + t * sstride + p + VW * v);
       for (int o = 0; o < OB; ++o) {
-        const vec8 wv = splat8(w[o * cin + t]);
+        const vecw wv = splatw(w[o * cin + t]);
         for (int v = 0; v < XV; ++v) acc[o][v] += wv * s[v];
       }
     }
     for (int o = 0; o < OB; ++o)
-      for (int v = 0; v < XV; ++v) store8(dst[o] + p + 8 * v, acc[o][v]);
+      for (int v = 0; v < XV; ++v) storew(dst[o] + p + VW * v, acc[o][v]);
   }
   for (; p < n; ++p)
     for (int o = 0; o < OB; ++o) {
