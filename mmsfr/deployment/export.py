@@ -1,14 +1,18 @@
 """ONNX export of an mmsfr network, checked against PyTorch before anything is written.
 
 Exporter: torch's ``torch.export``-based exporter (``torch.onnx.export(dynamo=True)``).
-It turns ``index_add`` (SFR) into ``ScatterND(reduction='add')`` and ``index_select``
-(LGC, CondenseNet's pruned classifier) into ``Gather``, both with the integer index as
-a small initializer, and channel shuffles into ``Reshape`` + ``Transpose``: no dense
-index matrix, no extra matrix product. (The TorchScript-based exporter,
-``dynamo=False``, which MMDeploy drives, exports mmsfr models exactly too: the SFR's
-scatter-add goes through
+The SFR's ``index_add`` exports as a chain of ``ScatterND(reduction='add')`` nodes
+into the old features viewed as ``(N * C, H * W)`` rows, one per round of distinct
+target channels, with the index read before tracing
+(:func:`~mmsfr.models.layers.condense.static_scatter_indices`): no transposes, no zero
+tensor, and no repeated index within a node (onnxruntime's CPU ScatterND applies a
+node's rows in parallel). ``index_select`` (LGC, CondenseNet's pruned classifier) becomes
+``Gather``, with the integer index as a small initializer, and channel shuffles
+``Reshape`` + ``Transpose``: no dense index matrix, no extra matrix product. (The
+TorchScript-based exporter, ``dynamo=False``, which MMDeploy drives, exports mmsfr
+models exactly too: the SFR's scatter-add goes through
 :class:`~mmsfr.models.layers.condense.ChannelScatterAdd`; ``docs/deployment.md``.)
-Every scatter-add is then split into a chain of scatters with unique indices
+Any other scatter-add with repeated constant indices is split into such a chain
 (:func:`~mmsfr.deployment.graph_passes.split_repeated_scatter_adds`).
 
 How a file is made (:func:`export_onnx`): the model is exported once with a symbolic
@@ -37,6 +41,8 @@ from torch import nn
 from mmsfr.checkpoint import atomic_output, check_output, scratch_file
 
 from ._onnx import onnx
+from mmsfr.models.layers.condense import static_scatter_indices
+
 from .graph_passes import (DYNAMIC_DIMS, check_size, graph_opset, onnx_op_counts, specialise,
                            split_repeated_scatter_adds)
 from .loading import check_deploy_form
@@ -99,7 +105,7 @@ def export_dynamic(module: nn.Module, shape: Sequence[int] = (224, 224),
     """
     check_deploy_form(module)
     shape = check_size(shape)
-    with eval_mode(module):
+    with eval_mode(module), static_scatter_indices(module):
         # Batch 2: torch.export specialises example sizes 0 and 1.
         example = example_input(2, shape)
         program = torch.onnx.export(

@@ -126,24 +126,40 @@ def check_graph(model: onnx.ModelProto, module: nn.Module) -> Counter:
     for name, value in consts.items():
         assert not is_index_matrix(value), f'{name} {value.shape} is a dense index matrix'
 
-    # SFR: index_add -> one chain of ScatterND(add) per layer; each scatter's indices are
-    # unique (onnxruntime's parallel ScatterND races on repeated ones), together they
-    # are the layer's index.
+    # SFR: index_add -> one chain of ScatterND(add) per layer into the old features as
+    # (N * C, H * W) rows; each scatter's indices are unique (onnxruntime's parallel
+    # ScatterND races on repeated ones), together they are the layer's index for every
+    # image. The indices are constants where the batch is fixed (computed from the
+    # batch size in a dynamic graph).
     sfr = sorted(sorted(m.index.tolist()) for m in module.modules()
                  if isinstance(m, SparseFeatureReactivation))
     producer = {out: n for n in model.graph.node for out in n.output}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in model.graph.value_info}
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value  # 0: symbolic
     chains: dict[str, list[int]] = {}
+    scatters = 0
     for node in model.graph.node:
         if node.op_type != 'ScatterND':
             continue
+        scatters += 1
         assert {a.name: a.s for a in node.attribute}.get('reduction') == b'add'
+        if node.input[1] not in consts:
+            assert not batch, f'{node.name}: computed indices in a fixed-batch graph'
+            continue
         index = consts[node.input[1]].reshape(-1).tolist()
         assert len(set(index)) == len(index), f'{node.name}: repeated scatter index'
+        channels = shapes[node.input[0]][0] // batch
+        per_image = np.array(index).reshape(batch, -1) - channels * np.arange(batch)[:, None]
+        assert (per_image == per_image[0]).all(), f'{node.name}: images differ'
         head = node
         while head.input[0] in producer and producer[head.input[0]].op_type == 'ScatterND':
             head = producer[head.input[0]]
-        chains.setdefault(head.output[0], []).extend(index)
-    assert sorted(sorted(c) for c in chains.values()) == sfr
+        chains.setdefault(head.output[0], []).extend(per_image[0].tolist())
+    if batch:
+        assert sorted(sorted(c) for c in chains.values()) == sfr
+    else:
+        assert scatters >= len(sfr)
 
     # LGC / pruned classifier: a Gather along channels with the layer's index.
     selects = [m.index.tolist() for m in module.modules()
@@ -193,6 +209,12 @@ def test_backbone_exports_cleanly_and_matches(family, tmp_path):
     assert input_dims_of(dynamic) == ['batch', 3, 'height', 'width']
     assert [o.name for o in dynamic.graph.output] == list(module.output_names)
     ops = check_graph(dynamic, module)
+    # The SFR scatter-adds work on (N * C, H * W) rows: no transposes around them.
+    producers = {out: node for node in dynamic.graph.node for out in node.output}
+    for node in dynamic.graph.node:
+        if node.op_type == 'ScatterND':
+            data = producers.get(node.input[0])
+            assert data is None or data.op_type != 'Transpose', node.name
     onnx.save(dynamic, tmp_path / 'dynamic.onnx')
     report = verify_onnx(module, tmp_path / 'dynamic.onnx', batch_sizes=(1, 2), sizes=SIZES)
     assert report.passed, report.failures()

@@ -129,3 +129,43 @@ def test_form_and_factor_mismatch_on_load():
 def test_bad_group_or_factor(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LearnedGroupConv(**kwargs)
+
+
+@pytest.mark.parametrize('kind', ['repeats', 'identity', 'one channel', 'reversed'])
+def test_scatter_rounds_add_like_index_add_with_distinct_targets(kind):
+    """The SFR's export form (rounds of scatter-adds with distinct targets, on rows of
+    (N * C, H * W)) gives index_add's sums for any index, repeats included."""
+    from mmsfr.models.layers.condense import scatter_add_rounds, scatter_rounds
+    g = torch.Generator().manual_seed(0)
+    channels, n = 12, 20
+    index = {'repeats': torch.randint(0, channels, (n,), generator=g),
+             'identity': torch.arange(channels),
+             'one channel': torch.full((n,), 3),
+             'reversed': torch.arange(channels).flip(0)}[kind]
+    rounds = scatter_rounds(index)
+    rows = [p for positions, _ in rounds
+            for p in (range(len(index)) if positions is None else positions)]
+    assert sorted(rows) == list(range(len(index)))  # every row once
+    for positions, targets in rounds:
+        assert len(set(targets)) == len(targets)  # distinct: no race in a parallel scatter
+        picked = range(len(index)) if positions is None else positions
+        assert [index[p].item() for p in picked] == targets
+        assert targets != list(range(channels))  # not the in-order cover (see the docstring)
+    assert len(rounds) == max(index.bincount().tolist())
+    old = torch.randn(2, channels, 3, 4, generator=g)
+    values = torch.randn(2, len(index), 3, 4, generator=g)
+    assert torch.allclose(scatter_add_rounds(old, values, rounds),
+                          old.index_add(1, index, values), atol=1e-6)
+
+
+def test_static_scatter_indices_reads_the_index_when_entered_and_forgets_it():
+    from mmsfr.models.layers.condense import static_scatter_indices
+    sfr = SparseFeatureReactivation(8, 24, groups=4, factor=4, deploy=True)
+    sfr.index.copy_(torch.tensor([5, 5, 1, 2, 3, 4] * 4)[:len(sfr.index)])
+    with static_scatter_indices(nn.Sequential(sfr)):
+        assert sfr.export_rounds is not None and len(sfr.export_rounds) == max(
+            sfr.index.bincount().tolist())
+    assert sfr.export_rounds is None
+    with pytest.raises(RuntimeError), static_scatter_indices(sfr):
+        raise RuntimeError('export failed')
+    assert sfr.export_rounds is None  # also after a failure

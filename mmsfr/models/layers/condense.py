@@ -28,7 +28,9 @@ of the released converted files.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -43,7 +45,8 @@ from ...utils.moved import moved_names
 
 __all__ = ['CondensingConv', 'CondensingLinear', 'LearnedGroupConv',
            'SparseFeatureReactivation', 'condensation_stage', 'condense_model',
-           'condensing_layers', 'ChannelScatterAdd', 'index_add_channels_']
+           'condensing_layers', 'ChannelScatterAdd', 'index_add_channels_',
+           'scatter_rounds', 'static_scatter_indices']
 
 
 def condensation_stage(progress: float, factor: int) -> int:
@@ -387,12 +390,16 @@ class SparseFeatureReactivation(CondensingConv):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        #: The index as Python ints while :func:`static_scatter_indices` is on (export).
+        self.export_rounds: list[tuple[list[int] | None, list[int]]] | None = None
         if not self.deploy:
             # Start as identity: the reactivation grows from zero (reference init).
             nn.init.zeros_(self.norm.weight)
 
     def forward(self, x: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         if self.deploy:
+            if is_exporting() and self.export_rounds is not None:
+                return scatter_add_rounds(old, self.update(x), self.export_rounds)
             if is_exporting():
                 # The same sum, as old + scatter-add into zeros: onnxscript's optimizer
                 # (0.7) takes a ScatterND(add) whose indices cover the whole axis in
@@ -483,6 +490,97 @@ class ChannelScatterAdd(torch.autograd.Function):
         shape = g.op('Constant', value_t=torch.tensor([1, -1, 1, 1], dtype=torch.int64))
         indices = g.op('Expand', g.op('Reshape', index, shape), g.op('Shape', values))
         return g.op('ScatterElements', old, indices, values, axis_i=1, reduction_s='add')
+
+
+def scatter_rounds(index: torch.Tensor) -> list[tuple[list[int] | None, list[int]]]:
+    """``index_add``'s rows along the channel axis, split into rounds whose targets are
+    distinct: round ``r`` adds the ``r``-th occurrence of every repeated target.
+
+    Returns:
+        ``[(positions, targets), ...]``: the rows (positions in ``index``) of each
+        round and the channels they add into; ``positions`` is None when the round is
+        every row in order. The rows of a round are in descending target order when
+        they would otherwise add into every channel in order (onnxscript's optimizer,
+        0.7, takes such a scatter-add for a copy of its updates).
+
+    Example:
+        >>> scatter_rounds(torch.tensor([2, 0, 2, 1]))
+        [([0, 1, 3], [2, 0, 1]), ([2], [2])]
+        >>> scatter_rounds(torch.tensor([1, 0]))
+        [(None, [1, 0])]
+    """
+    targets = index.tolist()
+    seen: dict[int, int] = {}
+    rounds: list[list[int]] = []
+    for pos, target in enumerate(targets):
+        r = seen.get(target, 0)
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(pos)
+        seen[target] = r + 1
+    out = []
+    for positions in rounds:
+        chosen = [targets[p] for p in positions]
+        if chosen == list(range(len(chosen))) and len(chosen) > 1:
+            positions = positions[::-1]
+            chosen = chosen[::-1]
+        out.append((None if positions == list(range(len(targets))) else positions, chosen))
+    return out
+
+
+def scatter_add_rounds(old: torch.Tensor, values: torch.Tensor,
+                       rounds: list[tuple[list[int] | None, list[int]]]) -> torch.Tensor:
+    """``old.index_add(1, index, values)`` as :func:`scatter_rounds` splits it, in the
+    ops an ONNX graph runs fastest: per round, one ``ScatterND(reduction='add')`` into
+    ``old`` viewed as ``(N * C, H * W)`` rows (no transposes, no zero tensor), with
+    distinct indices (onnxruntime applies a node's rows in parallel).
+
+    Example:
+        >>> old, values = torch.zeros(2, 3, 1, 2), torch.ones(2, 4, 1, 2)
+        >>> index = torch.tensor([2, 0, 2, 1])
+        >>> y = scatter_add_rounds(old, values, scatter_rounds(index))
+        >>> torch.equal(y, old.index_add(1, index, values))
+        True
+    """
+    n, c, h, w = old.shape
+    k = values.shape[1]
+    rows = old.reshape(n * c, h * w)
+    updates = values.reshape(n * k, h * w)
+    image = torch.arange(n, device=old.device).unsqueeze(1)
+    for positions, targets in rounds:
+        part = updates
+        if positions is not None:  # this round's rows of every image
+            chosen = image * k + torch.tensor(positions, device=old.device)
+            part = updates.index_select(0, chosen.reshape(-1))
+        target = image * c + torch.tensor(targets, device=old.device)
+        rows = rows.index_put((target.reshape(-1), ), part, accumulate=True)
+    return rows.reshape(n, c, h, w)
+
+
+@contextlib.contextmanager
+def static_scatter_indices(model: nn.Module) -> Iterator[None]:
+    """Within the context, every deploy :class:`SparseFeatureReactivation` of ``model``
+    exports its scatter-add with the index read now as constants
+    (:func:`scatter_add_rounds`): ``torch.export`` traces buffers without their
+    values, so the split into rounds with distinct targets is made before tracing.
+
+    Example:
+        >>> sfr = SparseFeatureReactivation(8, 24, groups=4, factor=4, deploy=True)
+        >>> with static_scatter_indices(sfr):
+        ...     len(sfr.export_rounds)
+        1
+        >>> sfr.export_rounds is None
+        True
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, SparseFeatureReactivation) and m.deploy]
+    for layer in layers:
+        layer.export_rounds = scatter_rounds(layer.index)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.export_rounds = None
 
 
 def index_add_channels_(old: torch.Tensor, index: torch.Tensor,
