@@ -100,7 +100,8 @@ def kernels_status() -> str:
     if not ops.native_enabled():
         return ('PyTorch ops (C++ kernels switched off by MMSFR_NATIVE=0)'
                 if ops.native_available() else f'PyTorch ops (mmsfr._ext {ops.STATUS})')
-    return f"mmsfr._ext C++ kernels ({'AVX2 + FMA' if ops.uses_avx2() else 'generic'})"
+    names = {'avx512': 'AVX-512', 'avx2': 'AVX2 + FMA', 'generic': 'generic'}
+    return f'mmsfr._ext C++ kernels ({names[ops.isa()]})'
 
 
 def pytorch_kernels(fn: Callable[..., object]) -> Callable[..., object]:

@@ -25,6 +25,11 @@ SCRIPTS = {
                          'RetinaNet-CondenseNetV2-C, onnxruntime',
                          'RetinaNet-MobileNetV2, PyTorch eager',
                          'exported graphs vs PyTorch: max relative difference'],
+    'onnx_latency.py': ['Batch 1, 1 thread(s): latency (median)', 'onnxruntime ms', 'eager ms',
+                        'onnxruntime x MobileNetV2 onnxruntime', 'of GEMM',
+                        'torchvision MobileNetV3-Large', 'CondenseNetV2-A deploy',
+                        'SFR-ShuffleNetV2 1.5x deploy', 'Exactness: onnxruntime vs PyTorch',
+                        'ONNX nodes'],
 }
 #: Scripts that report figures without targets to check.
 NO_TARGETS = {'onnx_detector.py'}
