@@ -97,6 +97,26 @@ def test_kernels_run_on_every_torch_thread():
         ops.parallel_threads(0)
 
 
+@pytest.mark.parametrize('width', [3, 7, 14, 17, 33])
+def test_rows_read_in_whole_vectors_stay_inside_the_buffer(isa, width):
+    """The LGC kernel reads feature rows in whole vectors, past a row's end where the
+    buffer goes on; rows near the end of a small buffer (few channels after them) and
+    rows of every width around the vector sizes give the PyTorch path's result."""
+    from mmsfr.models.backbones.condensenet import DenseBlock, DenseLayer
+    torch.manual_seed(width)
+    block = DenseBlock(DenseLayer(8, 4, 4, 4, 4, deploy=True),
+                       DenseLayer(12, 4, 4, 4, 4, deploy=True))
+    randomise_bn(block, width)
+    with torch.no_grad():
+        for layer in block:
+            layer.conv_1.index.copy_(torch.randint(0, layer.conv_1.in_channels,
+                                                   layer.conv_1.index.shape))
+            layer.conv_1.index[-1] = layer.conv_1.in_channels - 1  # the last old channel
+    block.eval()
+    x = torch.randn(2, 8, 1, width)
+    assert rel_diff(forward(block, x, True), forward(block, x, False)) < 1e-5
+
+
 def test_pool_kernel_equals_pytorch_path_and_rejects_bad_output():
     x = torch.randn(2, 6, 9, 7)
     with torch.no_grad(), ops.native_kernels(False):

@@ -298,7 +298,8 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
   // The kernels of this call: gather + BN + act, 1x1 conv (+ BN_2 + act_2), 3x3 conv.
   const int isa = current_isa();
   const int64_t width = vector_width(isa);
-  using PackFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, float, float);
+  using PackFn = void (*)(float*, const float*, int64_t, int64_t, int64_t, float, float,
+                          const float*);
   using GemmFn = void (*)(const float*, int64_t, int64_t, const float*, const float*,
                           const float*, int64_t, float*, int64_t, int64_t);
   using ConvFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t,
@@ -339,6 +340,8 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
   const float* mw = weight.data_ptr<float>();
   const float* cw = conv_weight.data_ptr<float>();
 
+  // Rows may be read in whole vectors up to the end of the buffer.
+  const float* buf_end = buf.data_ptr<float>() + buf.numel();
   for (int64_t b = 0; b < n; ++b) {
     float* img = buf.data_ptr<float>() + b * c_all * hw;
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
@@ -353,12 +356,14 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
         const int64_t lo = std::max<int64_t>(row, 0), hi = std::min(h, row + rows);
         if (lo < hi) {
           const int64_t len = ((hi - lo) * wp + gemm_chunk - 1) / gemm_chunk * gemm_chunk;
-          float* tile = workspace.get(0, pi * len);
+          // (+ 16: the last row's vector may write that far past a plane; see pack_rows)
+          float* tile = workspace.get(0, pi * len + 16);
           float* dst = win + (slot + lo - row) * wp;
           for (int64_t g = 0; g < groups; ++g) {
             for (int64_t t = 0; t < pi; ++t) {
               const int64_t j = g * pi + t;
-              pack(tile + t * len, img + idx[j] * hw + lo * w, hi - lo, w, len, sc[j], sh[j]);
+              pack(tile + t * len, img + idx[j] * hw + lo * w, hi - lo, w, len, sc[j], sh[j],
+                   buf_end);
             }
             gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
                  shift_2.data() + g * po, po, dst + g * win_plane, groups * win_plane, len);

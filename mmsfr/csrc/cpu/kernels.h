@@ -53,16 +53,27 @@ static void affine_act_row(float* dst, const float* src, int64_t n, float a, flo
 
 // `rows` rows of a dense plane (w floats each, from src) as zero-padded rows of w + 2
 // in dst: act(src * a + b) inside, 0 in the two padding columns; dst[rows * (w + 2), n)
-// is zeroed.
+// is zeroed. Rows go in whole vectors: the last vector of a row may read past the row
+// (never at or past `limit`, else that row's tail goes one float at a time) and writes
+// past it into the next row's padding and data, which that row then overwrites; the
+// last row's spill stays below dst + max(n, rows * (w + 2) + VW).
 template <int ACT>
 static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int64_t n,
-                      float a, float b) {
+                      float a, float b, const float* limit) {
   const int64_t wp = w + 2;
   for (int64_t r = 0; r < rows; ++r) {
     float* d = dst + r * wp;
     const float* s = src + r * w;
+    int64_t x = 0;
+    for (; x + VW <= w; x += VW) storew(d + 1 + x, activatew<ACT>(loadw(s + x) * a + b));
+    if (x < w) {
+      if (s + x + VW <= limit) {
+        storew(d + 1 + x, activatew<ACT>(loadw(s + x) * a + b));
+      } else {
+        for (; x < w; ++x) d[x + 1] = activate<ACT>(s[x] * a + b);
+      }
+    }
     d[0] = 0.f;
-    for (int64_t x = 0; x < w; ++x) d[x + 1] = activate<ACT>(s[x] * a + b);
     d[w + 1] = 0.f;
   }
   for (int64_t q = rows * wp; q < n; ++q) dst[q] = 0.f;
