@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ... import ops
-from .norm_act import eval_norm
+from .norm_act import is_plain_batchnorm
 from .se import SqueezeExcitation
 
 __all__ = ['DensePlan', 'activation_code', 'dense_plan', 'run_plan', 'se_arguments']
@@ -115,25 +115,32 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
     """
     if out.dtype != torch.float32 or not out.is_cpu:
         return None
-    lgc, conv_2, se, sfr = layer.conv_1, layer.conv_2, layer.se, layer.sfr
-    conv = conv_2.conv
+    # (The modules' dicts directly: this runs for every layer of every forward.)
+    mods = layer._modules
+    lgc, conv_2, se, sfr = mods['conv_1'], mods['conv_2'], mods.get('se'), mods.get('sfr')
+    conv = conv_2._modules['conv']
     if not (lgc.deploy and lgc.kernel_size == 1) or (
             sfr is not None and not (sfr.deploy and sfr.kernel_size == 1)) or (
             conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1)
             or conv.dilation != (1, 1) or conv.groups != lgc.groups):
         return None
-    units = [_kernel_unit(part) for part in (lgc, conv_2, sfr) if part is not None]
-    if any(unit is None for unit in units):
+    first = _kernel_unit(lgc)
+    second = _kernel_unit(conv_2)
+    third = None if sfr is None else _kernel_unit(sfr)
+    if first is None or second is None or (sfr is not None and third is None):
         return None
-    indices = [part.index for part in (lgc, sfr) if part is not None]
-    if any(index.dtype != torch.int64 or not index.is_cpu for index in indices):
+    index = lgc._buffers['index']
+    if index.dtype != torch.int64 or not index.is_cpu:
         return None
-    (norm, eps, act, weight), (norm_2, eps_2, act_2, conv_weight) = units[:2]
-    lgc_args = (indices[0], norm, eps, act, weight, lgc.groups, norm_2, eps_2, act_2,
-                conv_weight)
+    norm, eps, act, weight = first
+    norm_2, eps_2, act_2, conv_weight = second
+    lgc_args = (index, norm, eps, act, weight, lgc.groups, norm_2, eps_2, act_2, conv_weight)
     sfr_args = None
     if sfr is not None:
-        sfr_args = (*units[2], sfr.groups, indices[1])
+        sfr_index = sfr._buffers['index']
+        if sfr_index.dtype != torch.int64 or not sfr_index.is_cpu:
+            return None
+        sfr_args = (*third, sfr.groups, sfr_index)
     return DensePlan(lgc_args, se, None if se is None else se_arguments(se), sfr_args)
 
 
@@ -141,15 +148,19 @@ def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch
     """``([bn weight, bias, running_mean, running_var], eps, activation code, conv
     weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
     or None if they cannot (see :func:`dense_plan`)."""
-    norm, act = eval_norm(part.norm), activation_code(part.act)
-    if norm is None or act is None:
+    mods = part._modules
+    norm = mods['norm']
+    act = activation_code(mods['act'])
+    if act is None or norm.training or not is_plain_batchnorm(norm):
         return None
-    weight, bias, mean, var, eps = norm
-    tensors = [weight, bias, mean, var, part.conv.weight]
-    if any(t is None or t.dtype != torch.float32 or not t.is_cpu for t in tensors):
-        return None
+    params, buffers = norm._parameters, norm._buffers
+    tensors = [params['weight'], params['bias'], buffers['running_mean'],
+               buffers['running_var'], mods['conv']._parameters['weight']]
+    for t in tensors:
+        if t is None or t.dtype != torch.float32 or not t.is_cpu:
+            return None
     tensors = [t.contiguous() for t in tensors]  # no copy when they are
-    return tensors[:4], eps, act, tensors[4]
+    return tensors[:4], norm.eps, act, tensors[4]
 
 
 def run_plan(plan: DensePlan, out: torch.Tensor, channels: int, growth: int) -> None:
