@@ -14,7 +14,7 @@ its schedule) on the same input; one table row per model with the median latency
 the ratio to torchvision MobileNetV2 measured in the same run, the conv + matmul
 multiply-adds actually executed, the achieved GFLOP/s (2 flops per multiply-add) and
 that speed as a share of the machine's dense GEMM speed measured in the same run
-(the ceiling). Rows:
+(the ceiling: the faster of torch's and onnxruntime's matrix product). Rows:
 
 * torchvision MobileNetV2 and ShuffleNetV2 1.5x (the references of the paper), and
   for context the same ShuffleNetV2 with its conv -> BN pairs folded (mmcv's

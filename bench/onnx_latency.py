@@ -152,26 +152,6 @@ def time_setting(models: dict[str, nn.Module], paths: dict[tuple[str, int], Path
             **time_interleaved(eager, repeats, warmup)}, diffs
 
 
-def ort_gemm_gflops(threads: int, size: int = 1024, repeats: int = 10) -> float:
-    """onnxruntime's dense fp32 GEMM speed (GFLOP/s): a one-node ``MatMul`` graph of
-    two ``size`` x ``size`` matrices on the CPU execution provider."""
-    import numpy as np
-    from onnx import TensorProto, helper
-    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, (size, size))
-             for n in ('a', 'b', 'c')]
-    graph = helper.make_graph([helper.make_node('MatMul', ['a', 'b'], ['c'])], 'gemm',
-                              value[:2], value[2:])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model.SerializeToString(), options,
-                                providers=['CPUExecutionProvider'])
-    feed = {n: np.random.rand(size, size).astype(np.float32) for n in ('a', 'b')}
-    best = min(time_interleaved({'mm': lambda: sess.run(None, feed)}, repeats, 2).values(),
-               default=float('inf'))
-    return 2 * size ** 3 / best / 1e9
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit code 1 if a graph does not reproduce its model."""
     parser = base_parser(__doc__)
@@ -198,8 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     models = build_models(archs)
     gemm = 256 if args.quick else 1024
-    ceilings = {t: max(gemm_gflops(t, size=gemm), ort_gemm_gflops(t, size=gemm))
-                for t in sorted({t for _, t in runs})}
+    ceilings = {t: gemm_gflops(t, size=gemm) for t in sorted({t for _, t in runs})}
     print(f'input Nx3x{size}x{size}, {repeats} interleaved rounds after {warmup} warm-up; '
           f'onnxruntime {ort.__version__} (CPU execution provider), torch '
           f'{torch.__version__}; graphs: torch.onnx.export(dynamo=True), opset {OPSET}, '
