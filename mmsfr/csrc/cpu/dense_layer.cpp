@@ -333,7 +333,10 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
                                                       kWindowFloats / (c4 * wp) - 2));
   const int64_t win_plane = (band + 2) * wp + kTail;
   const int64_t out_stride = (band * wp + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
-  const int64_t tasks = std::min<int64_t>(at::get_num_threads(), (h + band - 1) / band);
+  // One task per thread, even where one band would hold the whole map (the 28x28 to
+  // 7x7 maps of the last blocks): each task recomputes the 1x1 conv of the row above
+  // and below its rows, less than the time a second thread saves.
+  const int64_t tasks = std::min<int64_t>(at::get_num_threads(), h);
   const int64_t* idx = index.data_ptr<int64_t>();
   const float* sc = bn.scale.data();
   const float* sh = bn.shift.data();
