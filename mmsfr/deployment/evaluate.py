@@ -81,7 +81,13 @@ class OnnxDetector:
             raise ValueError(f'{type(model).__name__} has no bbox_head: onnxruntime '
                              'evaluation covers single-stage detectors (e.g. RetinaNet)')
         self.model = model.eval()
-        self.session = cpu_session(path, threads)
+        try:
+            self.session = cpu_session(path, threads)
+        except Exception as err:  # onnxruntime's own exception types, one per failure
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f'onnxruntime cannot load {os.fspath(path)}: {first} (is it '
+                             'a complete .onnx file written by tools/deployment/export_onnx.py?)'
+                             ) from err
         self.input = self.session.get_inputs()[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -124,6 +124,17 @@ def test_test_onnx_tool_refuses_a_backbone_graph(demo, tmp_path):
     assert "output 'feat2' of the graph is not a per-level head output" in refused.stderr
 
 
+def test_test_onnx_tool_names_a_damaged_graph_in_one_line(demo, tmp_path):
+    config, _, graph, _ = demo
+    damaged = tmp_path / 'damaged.onnx'
+    damaged.write_bytes(graph.read_bytes()[:4096])  # a download cut short
+    refused = run_tool(TEST_ONNX, str(config), str(damaged))
+    assert refused.returncode == 1 and 'Traceback' not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, refused.stderr[-2000:]
+    assert errors[0].startswith(f'error: onnxruntime cannot load {damaged}: ')
+
+
 def test_faster_rcnn_exports_its_first_stage(tmp_path):
     torch.manual_seed(0)
     module = ExportModule(build_model(FASTER_DEMO).eval())
