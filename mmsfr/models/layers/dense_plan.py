@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ... import ops
-from .norm_act import is_plain_batchnorm
+from .norm_act import eval_norm
 from .se import SqueezeExcitation
 
 __all__ = ['DensePlan', 'activation_code', 'dense_plan', 'run_plan', 'se_arguments']
@@ -149,18 +149,17 @@ def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch
     weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
     or None if they cannot (see :func:`dense_plan`)."""
     mods = part._modules
-    norm = mods['norm']
     act = activation_code(mods['act'])
-    if act is None or norm.training or not is_plain_batchnorm(norm):
+    norm = eval_norm(mods['norm'])
+    if act is None or norm is None:
         return None
-    params, buffers = norm._parameters, norm._buffers
-    tensors = [params['weight'], params['bias'], buffers['running_mean'],
-               buffers['running_var'], mods['conv']._parameters['weight']]
+    *tensors, eps = norm
+    tensors.append(mods['conv']._parameters['weight'])
     for t in tensors:
         if t is None or t.dtype != torch.float32 or not t.is_cpu:
             return None
     tensors = [t.contiguous() for t in tensors]  # no copy when they are
-    return tensors[:4], norm.eps, act, tensors[4]
+    return tensors[:4], eps, act, tensors[4]
 
 
 def run_plan(plan: DensePlan, out: torch.Tensor, channels: int, growth: int) -> None:

@@ -182,7 +182,11 @@ def eval_norm(norm: nn.Module) -> EvalNorm | None:
     BatchNorm, :func:`is_plain_batchnorm`)."""
     if norm.training or not is_plain_batchnorm(norm):
         return None
-    return norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps
+    # (The module's dicts directly: the kernels' arguments are collected this way for
+    # every layer of every forward.)
+    params, buffers = norm._parameters, norm._buffers
+    return (params['weight'], params['bias'], buffers['running_mean'],
+            buffers['running_var'], norm.eps)
 
 
 def eval_norm_act_(x: torch.Tensor, norm: EvalNorm,
