@@ -72,10 +72,11 @@ namespace kernels_avx512 = kernels_generic;
 namespace {
 
 // Floats after each padded plane of the LGC kernel's window: the 1x1 and 3x3 kernels
-// work on whole chunks of positions (at most 96), so the last chunk reads and writes
+// work on whole chunks of positions (at most 192), so the last chunk reads and writes
 // past the last output; the 3x3 taps reach 2 * (w + 2) + 2 positions further.
 constexpr int64_t kTail = 2 + 192;
-// A multiple of every chunk of positions (8 floats x 3, 4, 6 or 12 vectors).
+// A multiple of every chunk of positions (8 floats x 3, 4, 6 or 12 vectors; 16 floats
+// x 2, 4 or 6 vectors: see with_block).
 constexpr int64_t kChunkLcm = 192;
 // The LGC kernel's band of rows: at least this many output positions and, if that is
 // more, as many rows as keep its window of 1x1 outputs within kWindowFloats.
@@ -439,10 +440,8 @@ void sfr_(const at::Tensor& buf, int64_t channels, int64_t growth,
   const float* sc = bn.scale.data();
   const float* sh = bn.shift.data();
   const float* mw = weight.data_ptr<float>();
-  // Vectors of 16 positions (the tiles are multiples of 16): two 8-float vectors or
-  // one 16-float vector.
-  auto axpy4 = isa == kAvx512 ? &kernels_avx512::axpy_block<4, 1> : PICK(isa, axpy_block<4, 2>);
-  auto axpy1 = isa == kAvx512 ? &kernels_avx512::axpy_block<1, 1> : PICK(isa, axpy_block<1, 2>);
+  auto axpy4 = PICK(isa, axpy16<4>);
+  auto axpy1 = PICK(isa, axpy16<1>);
   const int64_t tile =
       balanced_tile(hw, std::max<int64_t>(1, std::min(kSfrTile, kPackFloats / growth)));
   for (int64_t b = 0; b < n; ++b) {

@@ -190,3 +190,11 @@ static void axpy_block(float* const* dst, const float* src, int64_t sstride,
       dst[o][p] = acc;
     }
 }
+
+// axpy_block in vectors of 16 positions whatever the vector width (the SFR kernel's
+// tiles are multiples of 16): two 8-float vectors or one 16-float vector.
+template <int OB>
+static void axpy16(float* const* dst, const float* src, int64_t sstride, const float* w,
+                   int64_t cin, int64_t n) {
+  axpy_block<OB, 16 / VW>(dst, src, sstride, w, cin, n);
+}
