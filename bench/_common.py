@@ -136,17 +136,15 @@ def _ort_matmul_seconds(threads: int, size: int, repeats: int) -> float:
     """Median seconds of onnxruntime's CPU ``MatMul`` of two ``size`` x ``size`` float32
     matrices (a one-node graph) on ``threads`` threads."""
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from mmsfr.deployment._onnx import cpu_session  # ImportError without onnxruntime
     value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, (size, size))
              for n in ('a', 'b', 'c')]
     graph = helper.make_graph([helper.make_node('MatMul', ['a', 'b'], ['c'])], 'gemm',
                               value[:2], value[2:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=['CPUExecutionProvider'])
+    session = cpu_session(model.SerializeToString(), threads)
     feed = {n: np.random.rand(size, size).astype(np.float32) for n in ('a', 'b')}
     return time_interleaved({'mm': lambda: session.run(None, feed)}, repeats, 2)['mm']
 

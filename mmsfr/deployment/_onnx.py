@@ -11,9 +11,10 @@ __all__ = ['cpu_session', 'onnx', 'ort', 'onnxscript']
 
 
 def cpu_session(path, threads: int | None = None) -> 'ort.InferenceSession':
-    """An onnxruntime session of the ``.onnx`` file at ``path`` on the CPU execution
-    provider (all graph optimisations, onnxruntime's default), its log limited to
-    errors; ``threads`` sets the intra-op threads (None: onnxruntime's default).
+    """An onnxruntime session of the ``.onnx`` file at ``path`` (or of a serialized
+    model, as bytes) on the CPU execution provider (all graph optimisations,
+    onnxruntime's default), its log limited to errors; ``threads`` sets the intra-op
+    threads (None: onnxruntime's default).
 
     Example:
         >>> cpu_session('missing.onnx')  # doctest: +ELLIPSIS
