@@ -1,11 +1,13 @@
 """ONNX export of an mmsfr network, checked against PyTorch before anything is written.
 
 Exporter: torch's ``torch.export``-based exporter (``torch.onnx.export(dynamo=True)``).
-The SFR's ``index_add`` exports as a chain of ``ScatterND(reduction='add')`` nodes
-into the old features viewed as ``(N * C, H * W)`` rows, one per round of distinct
-target channels, with the index read before tracing
-(:func:`~mmsfr.models.layers.condense.static_scatter_indices`): no transposes, no zero
-tensor, and no repeated index within a node (onnxruntime's CPU ScatterND applies a
+The SFR's ``index_add`` exports, with the index read before tracing
+(:func:`~mmsfr.models.layers.condense.static_scatter_indices`), either as one dense
+``MatMul`` + ``Add`` (a 1x1 SFR with at most 64 new channels: its grouped weight
+expanded to the old channels, :func:`~mmsfr.models.layers.condense.dense_reactivation_weight`)
+or as a chain of ``ScatterND(reduction='add')`` nodes into the old features viewed as
+``(N * C, H * W)`` rows, one per round of distinct target channels: no transposes, no
+zero tensor, and no repeated index within a node (onnxruntime's CPU ScatterND applies a
 node's rows in parallel). ``index_select`` (LGC, CondenseNet's pruned classifier) becomes
 ``Gather``, with the integer index as a small initializer, and channel shuffles
 ``Reshape`` + ``Transpose``: no dense index matrix, no extra matrix product. (The
@@ -40,8 +42,9 @@ from torch import nn
 
 from mmsfr.checkpoint import atomic_output, check_output, scratch_file
 
+from mmsfr.models.layers.condense import DENSE_EXPORT_MAX_GROWTH, static_scatter_indices
+
 from ._onnx import onnx
-from mmsfr.models.layers.condense import static_scatter_indices
 
 from .graph_passes import (DYNAMIC_DIMS, check_size, graph_opset, onnx_op_counts, specialise,
                            split_repeated_scatter_adds)
@@ -81,7 +84,8 @@ def _tiny_net() -> nn.Module:
 
 
 def export_dynamic(module: nn.Module, shape: Sequence[int] = (224, 224),
-                   opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+                   opset: int = DEFAULT_OPSET, *,
+                   dense_sfr_max_growth: int = DENSE_EXPORT_MAX_GROWTH) -> onnx.ModelProto:
     """Export ``module`` with a symbolic batch, height and width.
 
     Args:
@@ -90,6 +94,9 @@ def export_dynamic(module: nn.Module, shape: Sequence[int] = (224, 224),
             ``output_names`` (else ``output`` / ``output<i>``).
         shape: (H, W) of the example input used for tracing.
         opset: ONNX opset of the graph.
+        dense_sfr_max_growth: 1x1 SFRs with at most this many new channels export as
+            a dense ``MatMul``, the others as ``ScatterND`` rounds (0: all as rounds;
+            see :func:`~mmsfr.models.layers.condense.static_scatter_indices`).
 
     Returns:
         The ONNX model (in memory), input :data:`INPUT_NAME`.
@@ -105,7 +112,7 @@ def export_dynamic(module: nn.Module, shape: Sequence[int] = (224, 224),
     """
     check_deploy_form(module)
     shape = check_size(shape)
-    with eval_mode(module), static_scatter_indices(module):
+    with eval_mode(module), static_scatter_indices(module, dense_sfr_max_growth):
         # Batch 2: torch.export specialises example sizes 0 and 1.
         example = example_input(2, shape)
         program = torch.onnx.export(

@@ -4,8 +4,10 @@ Small random models, condensed and converted to their deploy form, with randomis
 statistics; each is exported once with a symbolic batch / height / width, checked with
 onnxruntime at two batch sizes and two input sizes, and its graph is inspected: SFR
 ``index_add`` must be ``ScatterND(reduction='add')`` (a chain of them, each with unique
-indices) and LGC ``index_select`` a ``Gather``, both with the layers' integer indices,
-and every matrix product must use a weight of the model (no dense 0/1 index matrix).
+indices) or, for a 1x1 SFR with few new channels, one ``MatMul`` by the layer's dense
+update weight; LGC ``index_select`` a ``Gather``; both with the layers' integer
+indices, and every matrix product must use a weight of the model or such a dense SFR
+weight (no dense 0/1 index matrix).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from mmsfr.models import (CondenseNetV2, SFRShuffleNetV2, SFRShuffleNetV2Plus, S
                           ShuffleNetV2Plus, condense_model)
 from mmsfr.models.layers import (CondensingLinear, LearnedGroupConv, SparseFeatureReactivation,
                                  convert_to_deploy)
+from mmsfr.models.layers.condense import DENSE_EXPORT_MAX_GROWTH, dense_reactivation_weight
 
 from conftest import REPO, fixture_path, randomise_bn
 
@@ -50,6 +53,10 @@ SHUFFLE = dict(stage_channels=(16, 32, 64), stage_blocks=(1, 2, 2), stem_channel
 PLUS = dict(stage_channels=(16, 32, 48, 64), stage_blocks=(1, 2, 2, 1), stem_channels=8,
             last_channels=64, unit_choices=(0, 1, 3, 2, 3, 0))
 ALL_LEVELS = (0, 1, 2, 3, 4)
+#: The dense-SFR export threshold per family (default DENSE_EXPORT_MAX_GROWTH): with
+#: growths (8, 8, 16), 8 puts both SFR export forms (dense MatMul, ScatterND rounds)
+#: into one CondenseNetV2 graph.
+DENSE_MAX = {'CondenseNetV2': 8}
 FAMILIES = {
     'CondenseNetV2': lambda: CondenseNetV2(
         arch=dict(DENSE, sparse_factor=4, hs_from=1, se_from=2), out_indices=(0, 1, 2)),
@@ -118,21 +125,33 @@ def matches_a_weight(c: np.ndarray, weights: list[torch.Tensor]) -> bool:
                for w in weights)
 
 
-def check_graph(model: onnx.ModelProto, module: nn.Module) -> Counter:
-    """The graph-level contract of a clean export; returns the op counts."""
+def check_graph(model: onnx.ModelProto, module: nn.Module,
+                dense_max_growth: int = DENSE_EXPORT_MAX_GROWTH) -> Counter:
+    """The graph-level contract of a clean export (made with ``dense_max_growth``);
+    returns the op counts."""
     ops = onnx_op_counts(model)
     assert not FORBIDDEN_OPS & set(ops), ops
     consts = constants(model)
     for name, value in consts.items():
         assert not is_index_matrix(value), f'{name} {value.shape} is a dense index matrix'
 
-    # SFR: index_add -> one chain of ScatterND(add) per layer into the old features as
-    # (N * C, H * W) rows; each scatter's indices are unique (onnxruntime's parallel
-    # ScatterND races on repeated ones), together they are the layer's index for every
-    # image. The indices are constants where the batch is fixed (computed from the
-    # batch size in a dynamic graph).
-    sfr = sorted(sorted(m.index.tolist()) for m in module.modules()
-                 if isinstance(m, SparseFeatureReactivation))
+    # A 1x1 SFR with few new channels: one MatMul by its dense update weight.
+    layers = [m for m in module.modules() if isinstance(m, SparseFeatureReactivation)]
+    dense = [m for m in layers if m.kernel_size == 1 and m.in_channels <= dense_max_growth]
+    with torch.no_grad():
+        dense_weights = [dense_reactivation_weight(m.conv.weight, m.index, m.groups,
+                                                   m.out_channels) for m in dense]
+    products = [consts[name] for node in model.graph.node if node.op_type == 'MatMul'
+                for name in node.input[:2] if name in consts]
+    for w in dense_weights:
+        assert sum(c.shape == w.shape and np.array_equal(c, w.numpy()) for c in products) == 1
+
+    # Other SFRs: index_add -> one chain of ScatterND(add) per layer into the old
+    # features as (N * C, H * W) rows; each scatter's indices are unique (onnxruntime's
+    # parallel ScatterND races on repeated ones), together they are the layer's index
+    # for every image. The indices are constants where the batch is fixed (computed
+    # from the batch size in a dynamic graph).
+    sfr = sorted(sorted(m.index.tolist()) for m in layers if not any(m is d for d in dense))
     producer = {out: n for n in model.graph.node for out in n.output}
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in model.graph.value_info}
@@ -169,8 +188,8 @@ def check_graph(model: onnx.ModelProto, module: nn.Module) -> Counter:
                and {a.name: a.i for a in n.attribute}.get('axis') == 1]
     assert sorted(selects) == sorted(gathers)
 
-    # Every matrix product multiplies by a weight of the model.
-    weights = [p.detach() for p in module.parameters()]
+    # Every matrix product multiplies by a weight of the model (or a dense SFR weight).
+    weights = [p.detach() for p in module.parameters()] + dense_weights
     for node in model.graph.node:
         if node.op_type in ('MatMul', 'Gemm'):
             for name in node.input[:2]:
@@ -205,10 +224,15 @@ def test_backbone_exports_cleanly_and_matches(family, tmp_path):
     if sfr:  # overwrite-instead-of-add scatter semantics would show
         assert any(len(set(i.tolist())) < len(i) for i in sfr), 'no repeated SFR index'
 
-    dynamic = export_dynamic(module, SIZES[0])
+    dense_max = DENSE_MAX.get(family, DENSE_EXPORT_MAX_GROWTH)
+    dynamic = export_dynamic(module, SIZES[0], dense_sfr_max_growth=dense_max)
     assert input_dims_of(dynamic) == ['batch', 3, 'height', 'width']
     assert [o.name for o in dynamic.graph.output] == list(module.output_names)
-    ops = check_graph(dynamic, module)
+    ops = check_graph(dynamic, module, dense_max)
+    if family in DENSE_MAX:  # both SFR forms in one graph
+        growths = {m.in_channels for m in module.modules()
+                   if isinstance(m, SparseFeatureReactivation)}
+        assert ops['ScatterND'] and min(growths) <= dense_max < max(growths)
     # The SFR scatter-adds work on (N * C, H * W) rows: no transposes around them.
     producers = {out: node for node in dynamic.graph.node for out in node.output}
     for node in dynamic.graph.node:
@@ -225,7 +249,7 @@ def test_backbone_exports_cleanly_and_matches(family, tmp_path):
 
     # Fixing every dim folds the shape arithmetic away: a plain static graph.
     static = specialise(dynamic, 2, SIZES[1])
-    check_graph(static, module)
+    check_graph(static, module, dense_max)
     assert 'Shape' not in onnx_op_counts(static)
     with torch.no_grad():
         refs = module(torch.zeros(2, 3, *SIZES[1]))
@@ -393,7 +417,9 @@ def test_tool_exports_with_dynamic_batch(tiny_deploy, tmp_path):
         ('dynamic', '2x3x96x80'), ('tiny.onnx', '1x3x64x64'), ('tiny.onnx', '2x3x64x64')}
     assert all(row[2] == 'logits' and float(row[5]) <= 1e-4 and row[6] == 'ok' for row in table)
     ops = next(line for line in text.splitlines() if line.startswith('ops: '))
-    assert re.search(r'\bScatterND \d+', ops) and re.search(r'\bGather \d+', ops)
+    # Every SFR of the tiny CondenseNetV2 has k <= 64 new channels: dense MatMuls.
+    assert 'ScatterND' not in ops and re.search(r'\bGather \d+', ops)
+    assert re.search(r'\bMatMul \d+', ops)
     assert f'wrote {out} (opset 18, input batchx3x64x64, outputs logits)' in text
 
     onnx.checker.check_model(str(out), full_check=True)

@@ -162,10 +162,51 @@ def test_static_scatter_indices_reads_the_index_when_entered_and_forgets_it():
     from mmsfr.models.layers.condense import static_scatter_indices
     sfr = SparseFeatureReactivation(8, 24, groups=4, factor=4, deploy=True)
     sfr.index.copy_(torch.tensor([5, 5, 1, 2, 3, 4] * 4)[:len(sfr.index)])
-    with static_scatter_indices(nn.Sequential(sfr)):
-        assert sfr.export_rounds is not None and len(sfr.export_rounds) == max(
+    wide = SparseFeatureReactivation(16, 24, groups=4, factor=4, deploy=True)
+    spatial = SparseFeatureReactivation(4, 24, kernel_size=3, groups=4, factor=4, deploy=True)
+    with static_scatter_indices(nn.Sequential(sfr, wide, spatial), dense_max_growth=8):
+        assert sfr.export_rounds is None and sfr.export_weight.shape == (24, 8)
+        assert not sfr.export_weight.requires_grad
+        # above the threshold, or a 3x3 SFR: ScatterND rounds
+        assert wide.export_weight is None and len(wide.export_rounds) == 1
+        assert spatial.export_weight is None and spatial.export_rounds is not None
+    with static_scatter_indices(sfr, dense_max_growth=0):
+        assert sfr.export_weight is None and len(sfr.export_rounds) == max(
             sfr.index.bincount().tolist())
-    assert sfr.export_rounds is None
+    assert sfr.export_rounds is None and sfr.export_weight is None
     with pytest.raises(RuntimeError), static_scatter_indices(sfr):
+        assert sfr.export_weight is not None  # the default threshold (64) covers k = 8
         raise RuntimeError('export failed')
-    assert sfr.export_rounds is None  # also after a failure
+    assert sfr.export_rounds is None and sfr.export_weight is None  # also after a failure
+
+
+@pytest.mark.parametrize('bad', [-1, 2.0, True, '64'])
+def test_static_scatter_indices_rejects_a_bad_threshold(bad):
+    from mmsfr.models.layers.condense import static_scatter_indices
+    with pytest.raises(ValueError, match=f'dense_max_growth must be an int >= 0.*got {bad!r}'):
+        with static_scatter_indices(nn.Identity(), dense_max_growth=bad):
+            pass
+
+
+@pytest.mark.parametrize('groups,factor', [(4, 4), (4, 2), (2, 8)])
+def test_dense_reactivation_weight_adds_like_index_add(groups, factor):
+    """The dense export form of a 1x1 SFR (old + W @ x) equals its deploy forward for
+    random weights and a random index with repeats within and across groups."""
+    from mmsfr.models.layers.condense import dense_pointwise, dense_reactivation_weight
+    from mmsfr.models.layers.norm_act import norm_act
+    g = torch.Generator().manual_seed(groups * factor)
+    k, old_channels = 8, 16
+    sfr = SparseFeatureReactivation(k, old_channels, groups=groups, factor=factor,
+                                    deploy=True).eval()
+    randomise_bn(sfr)
+    sfr.conv.weight.data.normal_(generator=g)
+    index = torch.randint(0, old_channels, sfr.index.shape, generator=g)
+    index[1] = index[-1] = index[0]  # a repeat within group 0 and one across groups
+    sfr.index.copy_(index)
+    x, old = torch.randn(2, k, 3, 5, generator=g), torch.randn(2, old_channels, 3, 5, generator=g)
+    with torch.no_grad():
+        w = dense_reactivation_weight(sfr.conv.weight, sfr.index, groups, old_channels)
+        dense = old + dense_pointwise(norm_act(sfr.norm, sfr.act, x), w)
+        expected = sfr(x, old.clone())
+    assert w.shape == (old_channels, k)
+    assert torch.allclose(dense, expected, atol=1e-5)

@@ -10,7 +10,8 @@ Loads CHECKPOINT into the model CONFIG builds and writes OUT, one self-contained
   one), max|onnxruntime - torch| / max|torch| <= --rtol (1e-4) for every output.
 
 The model is exported once with a symbolic batch, height and width (torch's dynamo
-exporter; SFR scatter-adds become chains of ScatterND with unique indices, which
+exporter; an SFR's scatter-add becomes one dense MatMul + Add for a 1x1 SFR with at
+most 64 new channels, else a chain of ScatterND with unique indices, which
 onnxruntime's multi-threaded ScatterND needs to add repeated indices correctly); that
 graph is what runs at the two batch sizes and input sizes. OUT is
 the same graph with the dims that are not requested dynamic fixed to --batch-size and
