@@ -11,6 +11,9 @@ Every model runs with random weights on the same input: torchvision MobileNetV2,
 MobileNetV3-Large and ShuffleNetV2 1.5x (eval mode), and mmsfr's CondenseNetV2-A/B/C
 and SFR-ShuffleNetV2 1.5x classifiers (random BN statistics, condensed to the end of
 their schedule, then converted to the deploy form, as in ``bench/latency_224.py``).
+One more onnxruntime row, CondenseNetV2-C (A with ``--quick``) exported with every SFR
+as ``ScatterND`` rounds (``export_dynamic(dense_sfr_max_growth=0)``), measures what
+the default export's dense SFR products (1x1 SFRs with at most 64 new channels) gain.
 
 One ONNX graph per model and batch size, every input dim fixed, all from torch's
 ``torch.export``-based exporter (``torch.onnx.export(dynamo=True)``, opset 18, its
@@ -62,6 +65,7 @@ from _common import (base_parser, build, check_positive, condensed, deploy_copy,
                      kernels_status, macs, print_table, rel_diff, time_interleaved, verdict)
 from mmsfr.deployment import ExportModule, export_dynamic, onnx_op_counts, specialise
 from mmsfr.deployment._onnx import cpu_session, onnx, ort
+from mmsfr.models.layers.condense import DENSE_EXPORT_MAX_GROWTH
 
 CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
 SFR_SN = 'configs/pretrain/shufflenetv2/sfr-shufflenetv2-x1_5_8xb128_in1k.py'
@@ -72,6 +76,9 @@ SFR = 'SFR-ShuffleNetV2 1.5x deploy'
 #: (batch, threads) of a default run; the targets are checked on the first.
 SETTINGS = ((1, 1), (1, 2), (8, 1))
 RTOL = 1e-4
+#: Row of the last CondenseNetV2 exported with every SFR as ScatterND rounds (no dense
+#: MatMul; ``export_dynamic(dense_sfr_max_growth=0)``), beside the default export.
+ROUNDS_SUFFIX = ', SFR as ScatterND rounds'
 
 
 def settings(batch: int | None, threads: int | None, quick: bool) -> list[tuple[int, int]]:
@@ -92,6 +99,8 @@ def build_models(archs: Sequence[str]) -> dict[str, nn.Module]:
     for arch in archs:
         models[f'CondenseNetV2-{arch.upper()} deploy'] = ExportModule(
             deploy_copy(condensed(build(CDN.format(arch))))).eval()
+    last = f'CondenseNetV2-{archs[-1].upper()} deploy'
+    models[f'{last}{ROUNDS_SUFFIX}'] = models[last]  # same model, the other SFR export
     models[SFR] = ExportModule(deploy_copy(condensed(build(SFR_SN)))).eval()
     return models
 
@@ -106,7 +115,8 @@ def export_graphs(models: dict[str, nn.Module], size: int, batches: Sequence[int
     """
     paths = {}
     for i, (name, model) in enumerate(models.items()):
-        dynamic = (export_dynamic(model, (size, size), OPSET)
+        dense_max = 0 if name.endswith(ROUNDS_SUFFIX) else DENSE_EXPORT_MAX_GROWTH
+        dynamic = (export_dynamic(model, (size, size), OPSET, dense_sfr_max_growth=dense_max)
                    if isinstance(model, ExportModule) else None)
         for batch in batches:
             path = paths[name, batch] = folder / f'model{i}_b{batch}.onnx'
@@ -147,7 +157,8 @@ def time_setting(models: dict[str, nn.Module], paths: dict[tuple[str, int], Path
             expected = model(x)
         diffs[name] = rel_diff(torch.from_numpy(sess.run(None, feed)[0]), expected)
         runtime[f'{name}, onnxruntime'] = lambda s=sess, f=feed: s.run(None, f)
-        eager[f'{name}, eager'] = lambda m=model: m(x)
+        if not name.endswith(ROUNDS_SUFFIX):  # its eager forward is the row above's
+            eager[f'{name}, eager'] = lambda m=model: m(x)
     # One runtime at a time: two thread pools alternating call by call compete for the
     # cores. With several threads, each onnxruntime session's workers spin for a while
     # after a run, so the sessions are timed one after the other, each alone.
@@ -203,10 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = []
             for name, model in models.items():
                 n_macs = macs(model, (batch, 3, size, size))
-                t_ort, t_eager = times[f'{name}, onnxruntime'], times[f'{name}, eager']
+                t_ort, t_eager = times[f'{name}, onnxruntime'], times.get(f'{name}, eager')
                 gflops = 2 * n_macs / t_ort / 1e9
-                rows.append([name, n_macs / 1e6, t_ort * 1e3, t_eager * 1e3, t_ort / base,
-                             t_eager / base, gflops,
+                rows.append([name, n_macs / 1e6, t_ort * 1e3,
+                             '-' if t_eager is None else t_eager * 1e3, t_ort / base,
+                             '-' if t_eager is None else t_eager / base, gflops,
                              f'{100 * gflops / ceilings[threads]:.0f}%'])
             print_table(f'Batch {batch}, {threads} thread(s): latency (median); dense GEMM '
                         f'ceiling {ceilings[threads]:.1f} GFLOP/s',

@@ -612,11 +612,10 @@ def static_scatter_indices(model: nn.Module,
     * Any other: ``ScatterND`` rounds with distinct targets (:func:`scatter_add_rounds`).
 
     The dense product does ``S`` times the multiply-adds of the sparse one (with
-    ``S`` the sparse factor), but costs less than the rounds, each of which copies the
-    whole old-feature tensor, while ``k`` is small: in onnxruntime 1.32 (1 thread,
-    224x224) the threshold 64 made CondenseNetV2-A / B / C about 6 / 5 / 7 % faster
-    than rounds everywhere; dense everywhere (C's ``k`` = 128 block too) gave back
-    part of it.
+    ``S`` the sparse factor), but costs onnxruntime less than the rounds, each of which
+    copies the whole old-feature tensor, while ``k`` is small. ``bench/onnx_latency.py``
+    times CondenseNetV2-C exported both ways; the threshold 64 was chosen by timing
+    CondenseNetV2-A / B / C in onnxruntime 1.32 with thresholds from 0 to 128.
 
     Args:
         model: Network whose deploy SFRs are switched (train-time ones are left alone).
