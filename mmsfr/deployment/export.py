@@ -41,7 +41,6 @@ import torch
 from torch import nn
 
 from mmsfr.checkpoint import atomic_output, check_output, scratch_file
-
 from mmsfr.models.layers.condense import DENSE_EXPORT_MAX_GROWTH, static_scatter_indices
 
 from ._onnx import onnx
