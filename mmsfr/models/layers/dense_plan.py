@@ -54,14 +54,19 @@ def se_arguments(se: SqueezeExcitation) -> tuple | None:
     """
     if se.with_norm:
         return None
-    squeeze, excite = se.fc[0], se.fc[2]
-    tensors = [t for t in (squeeze.weight, squeeze.bias, excite.weight, excite.bias)
-               if t is not None]
-    if any(t.dtype != torch.float32 or t.device.type != 'cpu' for t in tensors):
+    fc = se._modules['fc']._modules
+    squeeze, excite = fc['0']._parameters, fc['2']._parameters
+    w1, b1, w2, b2 = squeeze['weight'], squeeze['bias'], excite['weight'], excite['bias']
+    if not (_kernel_tensor(w1) and _kernel_tensor(w2) and (b1 is None or _kernel_tensor(b1))
+            and (b2 is None or _kernel_tensor(b2))):
         return None
-    gate = 0 if isinstance(se.gate, nn.Sigmoid) else 1
-    return (squeeze.weight.contiguous(), _contiguous(squeeze.bias),
-            excite.weight.contiguous(), _contiguous(excite.bias), gate)
+    gate = 0 if isinstance(se._modules['gate'], nn.Sigmoid) else 1
+    return w1.contiguous(), _contiguous(b1), w2.contiguous(), _contiguous(b2), gate
+
+
+def _kernel_tensor(t: torch.Tensor | None) -> bool:
+    """Whether ``t`` is a float32 CPU tensor (the kernels' only type)."""
+    return t is not None and t.dtype is torch.float32 and t.is_cpu
 
 
 def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -147,19 +152,22 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
 def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch.Tensor] | None:
     """``([bn weight, bias, running_mean, running_var], eps, activation code, conv
     weight)`` of a pre-activation unit (BN -> act -> conv) as the kernels take them,
-    or None if they cannot (see :func:`dense_plan`)."""
+    or None if they cannot (see :func:`dense_plan`).
+
+    This runs for three units of every layer of every forward, so it reads the
+    modules' dicts directly and checks each tensor once."""
     mods = part._modules
     act = activation_code(mods['act'])
     norm = eval_norm(mods['norm'])
     if act is None or norm is None:
         return None
     *tensors, eps = norm
-    tensors.append(mods['conv']._parameters['weight'])
-    for t in tensors:
-        if t is None or t.dtype != torch.float32 or not t.is_cpu:
+    weight = mods['conv']._parameters['weight']
+    for t in (*tensors, weight):
+        if t is None or t.dtype is not torch.float32 or not t.is_cpu:
             return None
-    tensors = [t.contiguous() for t in tensors]  # no copy when they are
-    return tensors[:4], eps, act, tensors[4]
+    # (No copy of a contiguous tensor; a conv weight of a channels_last model is not.)
+    return [t.contiguous() for t in tensors], eps, act, weight.contiguous()
 
 
 def run_plan(plan: DensePlan, out: torch.Tensor, channels: int, growth: int) -> None:

@@ -136,8 +136,10 @@ def is_plain_batchnorm(norm: nn.Module) -> bool:
         >>> is_plain_batchnorm(nn.SyncBatchNorm(4)), is_plain_batchnorm(nn.GroupNorm(2, 4))
         (True, False)
     """
-    return (isinstance(norm, _BatchNorm) and type(norm).forward in _PLAIN_BN_FORWARDS
-            and norm.running_mean is not None and norm.running_var is not None)
+    if not (isinstance(norm, _BatchNorm) and type(norm).forward in _PLAIN_BN_FORWARDS):
+        return False
+    buffers = norm._buffers  # (not through Module.__getattr__: this runs per layer call)
+    return buffers.get('running_mean') is not None and buffers.get('running_var') is not None
 
 
 #: Tensors from this size on (16 MB of float32) are normalised in place by
