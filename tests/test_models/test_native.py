@@ -67,6 +67,20 @@ def test_native_forward_equals_pytorch_path_and_masked_form(isa, arch, shape):
         assert rel_diff(a, r) < 1e-5
 
 
+def test_native_forward_of_a_channels_last_model_equals_pytorch_path():
+    # model.to(memory_format=torch.channels_last) leaves the 3x3 conv weights
+    # non-contiguous; the kernels get contiguous copies, the weights stay as they are.
+    model, masked = deploy_model('a')
+    model = model.to(memory_format=torch.channels_last)
+    weight = model.blocks[2][0].conv_2.conv.weight
+    assert not weight.is_contiguous()
+    assert dense_plan(model.blocks[2][0], torch.empty(1)) is not None
+    x = torch.rand(1, 3, 48, 40).to(memory_format=torch.channels_last)
+    for a, b in zip(forward(model, x, True), forward(model, x, False)):
+        assert rel_diff(a, b) < 1e-5
+    assert not weight.is_contiguous()
+
+
 def test_native_forward_with_two_threads_equals_one_thread():
     model, _ = deploy_model('c')
     x = torch.rand(1, 3, 96, 80)
@@ -228,18 +242,21 @@ def test_kernels_reject_bad_inputs_with_the_bad_value():
         ext.sfr_(buf, channels, layer.growth, [t.double() for t in sfr_norm], *args.sfr[1:])
 
 
+# (growth, h, w): sums and products of fewer elements than a vector, of whole groups of
+# vectors, and of vectors plus a tail, for 8- and 16-float vectors.
+@pytest.mark.parametrize('growth,h,w', [(16, 5, 3), (40, 7, 9), (128, 8, 8)])
 @pytest.mark.parametrize('gate', ['sigmoid', 'hsigmoid'])
 @pytest.mark.parametrize('bias', [False, True])
-def test_se_kernel_equals_squeeze_excitation(isa, gate, bias):
+def test_se_kernel_equals_squeeze_excitation(isa, gate, bias, growth, h, w):
     from mmsfr.models.layers import SqueezeExcitation
     torch.manual_seed(0)
-    se = SqueezeExcitation(16, reduction=2, gate=gate, bias=bias).eval()
-    buf = torch.randn(2, 24, 5, 3)
+    se = SqueezeExcitation(growth, reduction=2, gate=gate, bias=bias).eval()
+    buf = torch.randn(2, 8 + growth, h, w)
     expected = buf.clone()
     new = expected[:, 8:]
     with torch.no_grad():
         new.mul_(se.excitation(new))
-    ops.se_(buf, 8, 16, *se_arguments(se))
+    ops.se_(buf, 8, growth, *se_arguments(se))
     assert torch.equal(buf[:, :8], expected[:, :8])  # the old channels are untouched
     assert rel_diff(buf, expected) < 1e-6
 

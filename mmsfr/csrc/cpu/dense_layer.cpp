@@ -509,30 +509,27 @@ void se_(const at::Tensor& buf, int64_t channels, int64_t growth, const at::Tens
   if (n == 0 || hw == 0) return;  // nothing to scale
   const float* pw1 = w1.data_ptr<float>();
   const float* pw2 = w2.data_ptr<float>();
+  const int isa = current_isa();
+  auto dot = PICK(isa, dot_row);
+  auto scale_by = PICK(isa, scale_row);
   std::vector<float> pooled(growth), mid(hidden), scale(growth);
   for (int64_t b = 0; b < n; ++b) {
     float* x = buf.data_ptr<float>() + (b * c_all + channels) * hw;
     at::parallel_for(0, growth, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        float acc = 0.f;
-        for (int64_t p = 0; p < hw; ++p) acc += x[c * hw + p];
-        pooled[c] = acc / static_cast<float>(hw);
-      }
+      for (int64_t c = c0; c < c1; ++c)
+        pooled[c] = dot(x + c * hw, nullptr, hw) / static_cast<float>(hw);
     });
     for (int64_t j = 0; j < hidden; ++j) {
-      float acc = bias1 ? bias1[j] : 0.f;
-      for (int64_t c = 0; c < growth; ++c) acc += pw1[j * growth + c] * pooled[c];
+      const float acc = (bias1 ? bias1[j] : 0.f) + dot(pw1 + j * growth, pooled.data(), growth);
       mid[j] = acc < 0.f ? 0.f : acc;  // ReLU; NaN propagates as in torch
     }
     for (int64_t c = 0; c < growth; ++c) {
-      float acc = bias2 ? bias2[c] : 0.f;
-      for (int64_t j = 0; j < hidden; ++j) acc += pw2[c * hidden + j] * mid[j];
+      const float acc = (bias2 ? bias2[c] : 0.f) + dot(pw2 + c * hidden, mid.data(), hidden);
       scale[c] = gate == 0 ? 1.f / (1.f + std::exp(-acc))
                            : std::min(std::max(acc + 3.f, 0.f), 6.f) / 6.f;
     }
     at::parallel_for(0, growth, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t p = 0; p < hw; ++p) x[c * hw + p] *= scale[c];
+      for (int64_t c = c0; c < c1; ++c) scale_by(x + c * hw, hw, scale[c]);
     });
   }
 }

@@ -198,3 +198,33 @@ static void axpy16(float* const* dst, const float* src, int64_t sstride, const f
                    int64_t cin, int64_t n) {
   axpy_block<OB, 16 / VW>(dst, src, sstride, w, cin, n);
 }
+
+// The sum of x[p] * (y ? y[p] : 1) for p < n: VW * 4 partial sums in vectors, then
+// the rest one by one (the squeeze-excite's global mean and its matrix-vector products;
+// a single float running sum would wait on each add's latency).
+static float dot_row(const float* x, const float* y, int64_t n) {
+  vecw acc[4];
+  for (int v = 0; v < 4; ++v) acc[v] = splatw(0.f);
+  int64_t p = 0;
+  if (y != nullptr) {
+    for (; p + 4 * VW <= n; p += 4 * VW)
+      for (int v = 0; v < 4; ++v) acc[v] += loadw(x + p + VW * v) * loadw(y + p + VW * v);
+    for (; p + VW <= n; p += VW) acc[0] += loadw(x + p) * loadw(y + p);
+  } else {
+    for (; p + 4 * VW <= n; p += 4 * VW)
+      for (int v = 0; v < 4; ++v) acc[v] += loadw(x + p + VW * v);
+    for (; p + VW <= n; p += VW) acc[0] += loadw(x + p);
+  }
+  const vecw s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  float total = 0.f;
+  for (int i = 0; i < VW; ++i) total += s[i];
+  for (; p < n; ++p) total += y != nullptr ? x[p] * y[p] : x[p];
+  return total;
+}
+
+// x[p] *= a for p < n.
+static void scale_row(float* x, int64_t n, float a) {
+  int64_t p = 0;
+  for (; p + VW <= n; p += VW) storew(x + p, loadw(x + p) * a);
+  for (; p < n; ++p) x[p] *= a;
+}
