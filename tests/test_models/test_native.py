@@ -131,6 +131,31 @@ def test_rows_read_in_whole_vectors_stay_inside_the_buffer(isa, width):
     assert rel_diff(forward(block, x, True), forward(block, x, False)) < 1e-5
 
 
+# (growth, groups, bottleneck): the 3x3 conv's groups have 1, 2, 3, 4 or 8 outputs and
+# the 1x1 conv's 1, 2, 3, 4, 6 or 8, so every register block of both kernels runs, on
+# maps whose padded rows end inside chunks of 32 to 192 positions; random LGC and SFR
+# indices (repeats included).
+@pytest.mark.parametrize('growth,groups,bottleneck', [(4, 4, 1), (8, 4, 1), (6, 2, 2),
+                                                      (16, 4, 1), (16, 2, 1), (8, 8, 3)])
+@pytest.mark.parametrize('size', [(5, 7), (9, 30), (23, 17)])
+def test_every_register_block_equals_pytorch_path(isa, growth, groups, bottleneck, size):
+    from mmsfr.models.backbones.condensenet import DenseBlock, DenseLayer
+    torch.manual_seed(growth * groups)
+    first = 2 * growth
+    block = DenseBlock(*(DenseLayer(first + i * growth, growth, groups, groups, groups,
+                                    bottleneck, act_cfg=dict(type='HSwish'), deploy=True)
+                         for i in range(2)))
+    randomise_bn(block, growth)
+    with torch.no_grad():
+        for layer in block:
+            for part in (layer.conv_1, layer.sfr):
+                part.index.copy_(torch.randint(0, part.in_channels if part is layer.conv_1
+                                               else part.out_channels, part.index.shape))
+    block.eval()
+    x = torch.randn(1, first, *size)
+    assert rel_diff(forward(block, x, True), forward(block, x, False)) < 1e-5
+
+
 def test_pool_kernel_equals_pytorch_path_and_rejects_bad_output():
     x = torch.randn(2, 6, 9, 7)
     with torch.no_grad(), ops.native_kernels(False):

@@ -76,7 +76,7 @@ namespace {
 // past the last output; the 3x3 taps reach 2 * (w + 2) + 2 positions further.
 constexpr int64_t kTail = 2 + 192;
 // A multiple of every chunk of positions (8 floats x 3, 4, 6 or 12 vectors; 16 floats
-// x 2, 4 or 6 vectors: see with_block).
+// x 2, 4, 6 or 12 vectors: see with_block).
 constexpr int64_t kChunkLcm = 192;
 // The LGC kernel's band of rows: at least this many output positions and, if that is
 // more, as many rows as keep its window of 1x1 outputs within kWindowFloats.
@@ -164,17 +164,18 @@ void with_act(int64_t act, const char* what, F&& f) {
 // 8-float vectors (16 AVX2 registers): OB = 4, 2 or 1 (the most that divides
 // `outputs`), 12 accumulators (the 1x1 kernel keeps its XV inputs in registers, the
 // 3x3 kernel reads each from memory per output when OB is 1). 16-float vectors (32
-// AVX-512 registers): OB = 8 or 4 with two vectors (16 or 8 accumulators; chunks of 32
-// positions waste little on the 7x7 and 14x14 maps of the last blocks), else 2 x 4 or
-// 1 x 6.
+// AVX-512 registers): OB = 8 with two vectors (16 accumulators; chunks of 32 positions
+// waste little on the 7x7 and 14x14 maps of the last blocks), else 4 x 4, 2 x 6 or
+// 1 x 12 (16, 12 or 12 accumulators: fewer left the FMA units waiting on the 28x28 to
+// 112x112 maps of the first blocks, whose groups have 1 to 4 outputs).
 template <typename F>
 void with_block(int64_t outputs, bool conv3x3, bool wide, F&& f) {
   using std::integral_constant;
   if (wide) {
     if (outputs % 8 == 0) return f(integral_constant<int, 8>(), integral_constant<int, 2>());
-    if (outputs % 4 == 0) return f(integral_constant<int, 4>(), integral_constant<int, 2>());
-    if (outputs % 2 == 0) return f(integral_constant<int, 2>(), integral_constant<int, 4>());
-    return f(integral_constant<int, 1>(), integral_constant<int, 6>());
+    if (outputs % 4 == 0) return f(integral_constant<int, 4>(), integral_constant<int, 4>());
+    if (outputs % 2 == 0) return f(integral_constant<int, 2>(), integral_constant<int, 6>());
+    return f(integral_constant<int, 1>(), integral_constant<int, 12>());
   }
   if (outputs % 4 == 0) return f(integral_constant<int, 4>(), integral_constant<int, 3>());
   if (outputs % 2 == 0) {
