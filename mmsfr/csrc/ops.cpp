@@ -16,8 +16,9 @@ namespace {
 
 // The version of the operators' arguments, checked by mmsfr/ops/loading.py:
 // 2: each BatchNorm as its own tensors, conv weights as stored;
-// 3: the operators are registered with the dispatcher (torch.ops.mmsfr).
-constexpr int64_t kApiVersion = 4;
+// 3: the operators are registered with the dispatcher (torch.ops.mmsfr);
+// 4: the kernels come in three instruction sets; 5: linear_.
+constexpr int64_t kApiVersion = 5;
 
 void lgc_conv_meta(const at::Tensor&, int64_t, const at::Tensor&, at::TensorList, double,
                    int64_t, const at::Tensor&, int64_t, at::TensorList, double, int64_t,
@@ -28,6 +29,8 @@ void se_meta(const at::Tensor&, int64_t, int64_t, const at::Tensor&,
              const c10::optional<at::Tensor>&, const at::Tensor&,
              const c10::optional<at::Tensor>&, int64_t) {}
 void avg_pool2x2_meta(const at::Tensor&, const at::Tensor&) {}
+void linear_meta(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                 const c10::optional<at::Tensor>&) {}
 
 }  // namespace
 
@@ -46,6 +49,8 @@ TORCH_LIBRARY(mmsfr, m) {
         "Tensor? b2, int gate) -> ()");
   // 2x2 average pooling, stride 2, of x (N, C, H, W) into out[:, :C].
   m.def("avg_pool2x2_(Tensor(a!) out, Tensor x) -> ()");
+  // out (M, N) = x (M, K) @ weight (N, K)^T (+ bias): a Linear layer for small M.
+  m.def("linear_(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(mmsfr, Meta, m) {
@@ -53,6 +58,7 @@ TORCH_LIBRARY_IMPL(mmsfr, Meta, m) {
   m.impl("sfr_", &sfr_meta);
   m.impl("se_", &se_meta);
   m.impl("avg_pool2x2_", &avg_pool2x2_meta);
+  m.impl("linear_", &linear_meta);
 }
 
 // Importing mmsfr._ext loads the library (and so runs the registrations above).

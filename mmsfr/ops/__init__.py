@@ -9,11 +9,11 @@ Example:
     >>> isinstance(ops.native_available(), bool)
     True
 """
-from .dense_layer import (ISAS, avg_pool2x2_, best_isa, isa, lgc_conv_, parallel_threads, se_,
-                          set_avx2, set_isa, sfr_, uses_avx2)
+from .dense_layer import (ISAS, avg_pool2x2_, best_isa, isa, lgc_conv_, linear_,
+                          parallel_threads, se_, set_avx2, set_isa, sfr_, uses_avx2)
 from .loading import (API_VERSION, REQUIRED, STATUS, native_available, native_enabled,
                       native_kernels)
 
 __all__ = ['API_VERSION', 'ISAS', 'REQUIRED', 'STATUS', 'avg_pool2x2_', 'best_isa', 'isa',
-           'lgc_conv_', 'native_available', 'native_enabled', 'native_kernels',
+           'lgc_conv_', 'linear_', 'native_available', 'native_enabled', 'native_kernels',
            'parallel_threads', 'se_', 'set_avx2', 'set_isa', 'sfr_', 'uses_avx2']

@@ -38,12 +38,12 @@ __all__ = ['API_VERSION', 'REQUIRED', 'STATUS', 'native_available', 'native_enab
            'native_kernels']
 
 #: The operators this version of mmsfr calls (``torch.ops.mmsfr.<name>``).
-REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'isa', 'best_isa', 'set_isa',
-            'parallel_threads')
-#: The version of the operators' arguments (the extension's ``API_VERSION``): 4 since
-#: the kernels come in three instruction sets (3: registered with the dispatcher; 2:
-#: BatchNorms as their own tensors).
-API_VERSION = 4
+REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'linear_', 'isa', 'best_isa',
+            'set_isa', 'parallel_threads')
+#: The version of the operators' arguments (the extension's ``API_VERSION``): 5 since
+#: ``linear_`` (4: the kernels come in three instruction sets; 3: registered with the
+#: dispatcher; 2: BatchNorms as their own tensors).
+API_VERSION = 5
 _REBUILD = 'pip install --no-build-isolation -e .'
 
 

@@ -11,7 +11,7 @@ from conftest import randomise_bn
 from mmsfr.models import CondenseNetV2, SFRShuffleNetV2
 from mmcv.cnn import ConvModule
 
-from mmsfr.models.layers import (FastMaxPool2d, SqueezeExcitation, avg_pool2x2,
+from mmsfr.models.layers import (FastLinear, FastMaxPool2d, SqueezeExcitation, avg_pool2x2,
                                  condense_model, fold_batchnorm, fuse_conv_module,
                                  grouped_conv2d, grouped_pointwise, inference_fast_path,
                                  max_pool3x3s2, native_kernels)
@@ -210,6 +210,32 @@ def test_fast_max_pool_module_equals_max_pool(kwargs):
     x = torch.randn(1, 4, 11, 10)
     with torch.no_grad():
         assert torch.equal(FastMaxPool2d(**kwargs)(x), nn.MaxPool2d(**kwargs)(x))
+
+
+def test_fast_linear_is_a_drop_in_linear():
+    """Same parameters, state_dict keys and init as nn.Linear; the canonical op where
+    the kernel does not apply (float64, tracing, ONNX export), with or without it."""
+    from mmengine.model import BaseModule
+    torch.manual_seed(0)
+    fast, plain = FastLinear(12, 5), nn.Linear(12, 5)
+    plain.load_state_dict(fast.state_dict())
+    assert list(fast.state_dict()) == ['weight', 'bias'] and isinstance(fast, nn.Linear)
+    x = torch.randn(2, 12)
+    with torch.no_grad():
+        assert rel_diff(fast(x), plain(x)) < 1e-6
+        assert torch.equal(fast.double()(x.double()), plain.double()(x.double()))
+    fast.float()
+    traced = torch.jit.trace(fast, x)
+    assert any(n.kind() == 'aten::linear' for n in traced.graph.nodes())
+
+    class Head(BaseModule):
+        def __init__(self):
+            super().__init__(init_cfg=dict(type='Constant', layer='Linear', val=0.5))
+            self.fc = FastLinear(3, 2)
+
+    head = Head()
+    head.init_weights()  # mmengine matches layer='Linear' on the base class
+    assert torch.all(head.fc.weight == 0.5)
 
 
 def _random_bn(channels):

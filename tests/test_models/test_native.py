@@ -299,3 +299,41 @@ def test_se_kernel_rejects_bad_inputs():
         ext.se_(buf, 8, 12, w1, b1, w2, b2, 0)
     assert se_arguments(SqueezeExcitation(16, with_norm=True)) is None
     assert se_arguments(SqueezeExcitation(16).double()) is None
+
+
+# (rows, in_features): fewer inputs than a vector, whole groups of vectors, and vectors
+# plus a tail; up to STREAMED_MAX_ROWS rows (the kernel) and one more (nn.Linear).
+@pytest.mark.parametrize('rows,in_features', [(1, 5), (1, 129), (3, 64), (8, 67), (9, 67)])
+@pytest.mark.parametrize('bias', [False, True])
+def test_fast_linear_equals_linear(isa, rows, in_features, bias, monkeypatch):
+    from mmsfr.models.layers import FastLinear
+    from mmsfr.models.layers.linear import STREAMED_MAX_ROWS
+    torch.manual_seed(rows)
+    fast = FastLinear(in_features, 37, bias=bias)
+    x = torch.randn(rows, in_features)
+    expected = nn.functional.linear(x, fast.weight, fast.bias)
+    calls = []
+    kernel = ops.linear_
+    monkeypatch.setattr(ops, 'linear_', lambda *args: (calls.append(args), kernel(*args)))
+    with torch.no_grad():
+        y = fast(x)
+    assert len(calls) == (rows <= STREAMED_MAX_ROWS)
+    assert y.shape == (rows, 37) and rel_diff(y, expected) < 1e-6
+    y.sum()  # an ordinary tensor
+    x.requires_grad_()
+    fast(x).sum().backward()  # with autograd: nn.Linear's forward
+    assert len(calls) == (rows <= STREAMED_MAX_ROWS) and x.grad.shape == x.shape
+
+
+def test_linear_kernel_rejects_bad_inputs():
+    x, weight, bias = torch.rand(2, 8), torch.rand(3, 8), torch.rand(3)
+    out = torch.empty(2, 3)
+    with pytest.raises(RuntimeError, match=r'are not \(M, K\), \(N, K\) and \(M, N\)'):
+        ops.linear_(out, x, torch.rand(3, 7), bias)
+    with pytest.raises(RuntimeError, match='bias must have 3 entries, got 4'):
+        ops.linear_(out, x, weight, torch.rand(4))
+    with pytest.raises(RuntimeError, match='x must be a contiguous float32 CPU tensor, got Double'):
+        ops.linear_(out, x.double(), weight, bias)
+    with pytest.raises(RuntimeError, match='not contiguous'):
+        ops.linear_(out, torch.rand(8, 2).t(), weight, bias)
+    ops.linear_(torch.empty(0, 3), torch.empty(0, 8), weight, None)  # no rows: nothing

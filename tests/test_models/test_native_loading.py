@@ -33,7 +33,8 @@ def test_a_missing_extension_means_pytorch_ops_and_says_how_to_build(monkeypatch
 
 def test_an_extension_missing_operators_is_not_used(monkeypatch):
     some = ('lgc_conv_', 'sfr_', 'isa', 'best_isa', 'set_isa')
-    with pytest.warns(UserWarning, match=r'out of date \(no se_, avg_pool2x2_, parallel_threads\)'):
+    with pytest.warns(UserWarning, match=r'out of date \(no se_, avg_pool2x2_, linear_, '
+                      r'parallel_threads\)'):
         usable, status = load_with(monkeypatch, CURRENT, ops=some)
     assert not usable and status.startswith('out of date')
 

@@ -16,6 +16,8 @@
 // * sfr_: SFR (BN -> act on the new channels -> grouped 1x1 conv on the shuffled
 //   inputs -> index_add into the old channels) as one pass over the old channels.
 // * avg_pool2x2_: the transition between blocks, written into the next block's buffer.
+// * linear_: a fully connected layer for a few rows (the classifier heads at inference),
+//   each weight row streamed once from memory.
 //
 // The kernels read the modules' tensors as they are stored: conv weights in their
 // (out, in / groups, kh, kw) layout and each BatchNorm as its weight, bias, running
@@ -535,6 +537,35 @@ void se_(const at::Tensor& buf, int64_t channels, int64_t growth, const at::Tens
   }
 }
 
+// out (M, N) = x (M, K) @ weight (N, K)^T + bias (N): a Linear layer for small M (a
+// classifier head at inference), the weight streamed once.
+void linear_(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weight,
+             const c10::optional<at::Tensor>& bias) {
+  constexpr const char* op = "linear_";
+  check_float(out, op, "out", 2);
+  check_float(x, op, "x", 2);
+  check_float(weight, op, "weight", 2);
+  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  TORCH_CHECK(weight.size(1) == k && out.size(0) == m && out.size(1) == n, op, ": x ",
+              x.sizes(), ", weight ", weight.sizes(), " and out ", out.sizes(),
+              " are not (M, K), (N, K) and (M, N)");
+  const float* b = nullptr;
+  if (bias.has_value()) {
+    check_float(*bias, op, "bias", 1);
+    TORCH_CHECK(bias->numel() == n, op, ": bias must have ", n, " entries, got ",
+                bias->numel());
+    b = bias->data_ptr<float>();
+  }
+  if (out.numel() == 0) return;
+  auto rows = PICK(current_isa(), linear_rows);
+  float* y = out.data_ptr<float>();
+  const float* xs = x.data_ptr<float>();
+  const float* w = weight.data_ptr<float>();
+  at::parallel_for(0, n, 64, [&](int64_t o0, int64_t o1) {
+    rows(y, xs, m, w, b, k, n, o0, o1);
+  });
+}
+
 void avg_pool2x2_(const at::Tensor& out, const at::Tensor& x) {
   constexpr const char* op = "avg_pool2x2_";
   check_float(x, op, "x", 4);
@@ -606,6 +637,7 @@ TORCH_LIBRARY_IMPL(mmsfr, CPU, m) {
   m.impl("sfr_", &sfr_);
   m.impl("se_", &se_);
   m.impl("avg_pool2x2_", &avg_pool2x2_);
+  m.impl("linear_", &linear_);
 }
 
 // Not tensor operators: registered without a dispatch key (they run on any call).

@@ -228,3 +228,14 @@ static void scale_row(float* x, int64_t n, float a) {
   for (; p + VW <= n; p += VW) storew(x + p, loadw(x + p) * a);
   for (; p < n; ++p) x[p] *= a;
 }
+
+// out[m * n + o] = (bias ? bias[o] : 0) + sum_t w[o * k + t] * x[m * k + t] for the
+// outputs o in [o0, o1) of `rows` input rows: a fully connected layer, each weight row
+// read once from memory for all the input rows (which stay in the cache).
+static void linear_rows(float* out, const float* x, int64_t rows, const float* w,
+                        const float* bias, int64_t k, int64_t n, int64_t o0, int64_t o1) {
+  for (int64_t o = o0; o < o1; ++o) {
+    const float b = bias != nullptr ? bias[o] : 0.f;
+    for (int64_t m = 0; m < rows; ++m) out[m * n + o] = b + dot_row(w + o * k, x + m * k, k);
+  }
+}

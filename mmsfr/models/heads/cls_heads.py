@@ -6,7 +6,7 @@ from mmengine.registry import MODELS
 from mmpretrain.models.heads import ClsHead
 from torch import nn
 
-from ..layers import CondensingLinear, SqueezeExcitation
+from ..layers import CondensingLinear, FastLinear, SqueezeExcitation
 
 
 @MODELS.register_module()
@@ -38,9 +38,9 @@ class CondenseNetV2ClsHead(ClsHead):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.se = SqueezeExcitation(in_channels, reduction=se_reduction)
-        self.fc = nn.Linear(in_channels, mid_channels)
+        self.fc = FastLinear(in_channels, mid_channels)
         self.act = nn.Hardswish()
-        self.classifier = nn.Linear(mid_channels, num_classes)
+        self.classifier = FastLinear(mid_channels, num_classes)
 
     def pre_logits(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return self.act(self.fc(self.se(feats[-1])))

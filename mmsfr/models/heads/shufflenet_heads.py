@@ -10,7 +10,7 @@ from mmengine.registry import MODELS
 from mmpretrain.models.heads import ClsHead
 from torch import nn
 
-from ..layers import SqueezeExcitation
+from ..layers import FastLinear, SqueezeExcitation
 
 
 @MODELS.register_module()
@@ -47,7 +47,7 @@ class ShuffleNetV2ClsHead(ClsHead):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(in_channels, num_classes, bias=bias)
+        self.fc = FastLinear(in_channels, num_classes, bias=bias)
 
     def pre_logits(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The pooled features of the last level (dropout applied in ``forward``)."""
@@ -94,10 +94,10 @@ class ShuffleNetV2PlusClsHead(ClsHead):
         self.in_channels = in_channels
         self.se = SqueezeExcitation(in_channels, reduction=4, gate='hsigmoid',
                                     with_norm=True)
-        self.fc = nn.Linear(in_channels, mid_channels, bias=False)
+        self.fc = FastLinear(in_channels, mid_channels, bias=False)
         self.act = nn.Hardswish()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(mid_channels, num_classes, bias=False)
+        self.classifier = FastLinear(mid_channels, num_classes, bias=False)
 
     def pre_logits(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """SE -> Linear -> HS on the pooled features of the last level."""

@@ -7,6 +7,7 @@ from torch import nn
 
 from .norm_act import DEFAULT_NORM_CFG, build_norm
 from .fast_path import inference_fast_path
+from .linear import FastLinear
 
 
 class SqueezeExcitation(nn.Module):
@@ -56,8 +57,8 @@ class SqueezeExcitation(nn.Module):
                 nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1, bias=bias))
         else:
             self.fc = nn.Sequential(
-                nn.Linear(channels, hidden, bias=bias), nn.ReLU(inplace=True),
-                nn.Linear(hidden, channels, bias=bias))
+                FastLinear(channels, hidden, bias=bias), nn.ReLU(inplace=True),
+                FastLinear(hidden, channels, bias=bias))
         self.gate = nn.Sigmoid() if gate == 'sigmoid' else nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
