@@ -107,3 +107,40 @@ def test_torch_export_keeps_mmsfr_operators_and_onnx_export_does_not():
         onnx_program = torch.onnx.export(model, (x,), dynamo=True, verbose=False)
     domains = {node.domain for node in onnx_program.model_proto.graph.node}
     assert domains <= {'', 'ai.onnx'}
+
+
+@needs_ops
+def test_compile_and_export_keep_the_linear_operator_of_a_head():
+    """FastLinear layers, like the dense layers, keep ``mmsfr.linear_`` under
+    ``torch.compile`` / ``torch.export`` of an inference forward (torch >= 2.6), not
+    under the ONNX exporter."""
+    from mmsfr.models.layers import FastLinear
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(FastLinear(64, 32), torch.nn.Hardswish(),
+                               FastLinear(32, 10, bias=False)).eval()
+    x = torch.rand(2, 64)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm.graph)
+        return gm.forward
+
+    with torch.inference_mode():
+        eager = head(x)
+        got = torch.compile(head, backend=backend, dynamic=False)(x)
+        inductor = torch.compile(copy.deepcopy(head), dynamic=False,
+                                 options={'freezing': True})(x)
+    assert len(graphs) == 1
+    assert mmsfr_ops_in(graphs[0]) == ({'linear_'} if traces_mmsfr_operators() else set())
+    assert rel_diff(got, eager) < 1e-6 and rel_diff(inductor, eager) < 1e-5
+    if traces_mmsfr_operators():
+        with torch.no_grad():
+            program = torch.export.export(head, (x,))
+        assert mmsfr_ops_in(program.graph) == {'linear_'}
+        assert rel_diff(program.module()(x), eager) < 1e-6
+    pytest.importorskip('onnxscript')
+    with torch.no_grad():
+        onnx_program = torch.onnx.export(head, (x,), dynamo=True, verbose=False)
+    nodes = onnx_program.model_proto.graph.node
+    assert {'Gemm', 'MatMul'} & {n.op_type for n in nodes}
+    assert {n.domain for n in nodes} <= {'', 'ai.onnx'}

@@ -7,7 +7,7 @@ from torch import nn
 
 from .norm_act import DEFAULT_NORM_CFG, build_norm
 from .fast_path import inference_fast_path
-from .linear import FastLinear
+from .linear import FastLinear, streamed_linear
 
 
 class SqueezeExcitation(nn.Module):
@@ -82,8 +82,8 @@ class SqueezeExcitation(nn.Module):
         place (inference only: at one SE per dense layer, the calls of its five small
         modules cost as much as their arithmetic)."""
         squeeze, _, excite = self.fc
-        hidden = torch.relu_(F.linear(pooled, squeeze.weight, squeeze.bias))
-        scale = F.linear(hidden, excite.weight, excite.bias)
+        hidden = torch.relu_(streamed_linear(pooled, squeeze.weight, squeeze.bias))
+        scale = streamed_linear(hidden, excite.weight, excite.bias)
         if isinstance(self.gate, nn.Sigmoid):
             return torch.sigmoid_(scale)
         return F.hardsigmoid(scale, inplace=True)
