@@ -59,6 +59,18 @@ def mmsfr_ops_in(graph: torch.fx.Graph) -> set[str]:
             if str(node.target).startswith('mmsfr.')}
 
 
+def compile_recording_graphs(model, x):
+    """``torch.compile(model)(x)`` with a backend that records the FX graphs dynamo
+    hands it: ``(output, graphs)``."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm.graph)
+        return gm.forward
+
+    return torch.compile(model, backend=backend, dynamic=False)(x), graphs
+
+
 needs_ops = pytest.mark.skipif(not ops.native_available(), reason=ops.STATUS)
 
 
@@ -68,23 +80,16 @@ def test_compile_keeps_mmsfr_operators_in_one_graph():
     PyTorch ops (same features)."""
     model = small_condensenetv2()
     x = torch.rand(1, 3, 64, 64)
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm.graph)
-        return gm.forward
-
     with torch.inference_mode():
         eager = model(x)
-        got = torch.compile(model, backend=backend, dynamic=False)(x)
+        got, graphs = compile_recording_graphs(model, x)
     assert len(graphs) == 1  # no graph break
     kept = {'lgc_conv_', 'sfr_', 'se_'} if traces_mmsfr_operators() else set()
     assert mmsfr_ops_in(graphs[0]) == kept
     assert all(rel_diff(a, b) < 1e-6 for a, b in zip(got, eager))
     with torch.inference_mode(), ops.native_kernels(False):  # switched off: PyTorch ops
-        graphs.clear()
         torch._dynamo.reset()
-        torch.compile(model, backend=backend, dynamic=False)(x)
+        _, graphs = compile_recording_graphs(model, x)
     assert mmsfr_ops_in(graphs[0]) == set()
 
 
@@ -119,15 +124,9 @@ def test_compile_and_export_keep_the_linear_operator_of_a_head():
     head = torch.nn.Sequential(FastLinear(64, 32), torch.nn.Hardswish(),
                                FastLinear(32, 10, bias=False)).eval()
     x = torch.rand(2, 64)
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm.graph)
-        return gm.forward
-
     with torch.inference_mode():
         eager = head(x)
-        got = torch.compile(head, backend=backend, dynamic=False)(x)
+        got, graphs = compile_recording_graphs(head, x)
         inductor = torch.compile(copy.deepcopy(head), dynamic=False,
                                  options={'freezing': True})(x)
     assert len(graphs) == 1
