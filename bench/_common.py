@@ -77,10 +77,12 @@ def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                     *, autograd: bool = False) -> dict[str, float]:
+                     *, autograd: bool = False,
+                     before_each: Callable[[], object] | None = None) -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin.
 
-    Runs under ``torch.inference_mode`` unless ``autograd`` (training steps).
+    Runs under ``torch.inference_mode`` unless ``autograd`` (training steps);
+    ``before_each`` (e.g. evicting the caches) runs untimed before every timed call.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.enable_grad() if autograd else torch.inference_mode():
@@ -89,6 +91,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
                 fn()
         for _ in range(repeats):
             for name, fn in fns.items():
+                if before_each is not None:
+                    before_each()
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)

@@ -20,14 +20,11 @@ which the weight was read (GB/s). The target: the CondenseNetV2-C tail with
 """
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Callable
-
 import torch
 from torch import nn
 
-from _common import base_parser, check_positive, print_table, rel_diff, verdict
+from _common import (base_parser, check_positive, print_table, rel_diff, time_interleaved,
+                     verdict)
 from mmsfr import ops
 from mmsfr.models.layers import FastLinear
 
@@ -40,21 +37,6 @@ LAYERS = (('CondenseNetV2-C SE squeeze', 2064, 129, False),
 TAIL = 'CondenseNetV2-C'
 #: Bytes written between calls to evict the weights from the caches.
 EVICT_BYTES = 64 << 20
-
-
-def cold_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                 evict: torch.Tensor) -> dict[str, float]:
-    """Median seconds of each function, each call after writing ``evict``."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.inference_mode():
-        for round_ in range(warmup + repeats):
-            for name, fn in fns.items():
-                evict.add_(1.0)
-                start = time.perf_counter()
-                fn()
-                if round_ >= warmup:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> int:
@@ -78,8 +60,9 @@ def main() -> int:
         x = torch.randn(1, fan_in)
         with torch.inference_mode():
             worst = max(worst, rel_diff(fast(x), plain(x)))
-        t = cold_medians({'torch': lambda: plain(x), 'mmsfr': lambda: fast(x)}, repeats,
-                         0 if args.quick else args.warmup, evict)
+        t = time_interleaved({'torch': lambda: plain(x), 'mmsfr': lambda: fast(x)}, repeats,
+                             0 if args.quick else args.warmup,
+                             before_each=lambda: evict.add_(1.0))
         mbytes = fast.weight.numel() * 4 / 1e6
         if name.startswith(TAIL):
             for key in totals:

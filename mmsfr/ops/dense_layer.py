@@ -90,8 +90,9 @@ def linear_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     ``(N,)`` or None and ``out`` ``(M, N)``, all contiguous float32 CPU tensors.
 
     Each weight row is read from memory once for all ``M`` rows of ``x``: for the few
-    rows of a classifier head at inference it streams the weight about twice as fast
-    as BLAS matrix-vector products where MKL runs its generic code (AMD CPUs).
+    rows of a classifier head at inference it streams the weight faster than BLAS
+    matrix-vector products where MKL runs its generic code (AMD CPUs; measured by
+    ``bench/linear_head.py``). ``out`` must not overlap the inputs.
 
     Example:
         >>> from mmsfr.ops import native_available

@@ -30,6 +30,7 @@
 // order aside) and propagate NaN as it does; mmsfr/ops/ loads and wraps them
 // and tests/test_models/test_native.py checks them.
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <ATen/ATen.h>
@@ -555,7 +556,10 @@ void linear_(const at::Tensor& out, const at::Tensor& x, const at::Tensor& weigh
     TORCH_CHECK(bias->numel() == n, op, ": bias must have ", n, " entries, got ",
                 bias->numel());
     b = bias->data_ptr<float>();
+    at::assert_no_overlap(out, *bias);
   }
+  at::assert_no_overlap(out, x);  // out is written while x and weight are read
+  at::assert_no_overlap(out, weight);
   if (out.numel() == 0) return;
   auto rows = PICK(current_isa(), linear_rows);
   float* y = out.data_ptr<float>();
