@@ -267,6 +267,56 @@ def test_kernels_reject_bad_inputs_with_the_bad_value():
         ext.sfr_(buf, channels, layer.growth, [t.double() for t in sfr_norm], *args.sfr[1:])
 
 
+def sfr_reference(buf, channels, growth, norm, eps, act, weight, groups, index):
+    """The SFR kernel's sum in PyTorch ops: act(BN(new)), group g's inputs g, g + groups,
+    ..., output j (of group j // (outputs / groups)) added into old channel index[j]."""
+    new = buf[:, channels:channels + growth]
+    w, b, mean, var = norm
+    u = (new - mean[:, None, None]) / torch.sqrt(var[:, None, None] + eps)
+    u = u * w[:, None, None] + b[:, None, None]
+    u = [nn.Identity(), nn.ReLU(), nn.Hardswish()][act](u)
+    per_group = growth // groups
+    # Group g's inputs in order t: channel g + groups * t (the shuffled order).
+    shuffled = u.reshape(u.shape[0], per_group, groups, *u.shape[2:]).transpose(1, 2)
+    updates = nn.functional.conv2d(shuffled.reshape_as(u), weight, groups=groups)
+    out = buf.clone()
+    out[:, :channels].index_add_(1, index, updates)
+    return out
+
+
+# (channels, growth, groups) x positions: rows shorter than a vector, of whole vectors,
+# of whole chunks (64 positions with AVX-512) and of chunks plus 1 to 4 vectors, the
+# last one partial; 1 to 16 inputs per group; random indices with repeats (whole blocks
+# of four equal outputs too), on one and two threads. The channels after the old ones
+# (the new features) must come back unchanged: the kernel writes no old row past its end.
+@pytest.mark.parametrize('channels,growth,groups', [(12, 4, 4), (40, 8, 4), (96, 32, 2),
+                                                     (64, 128, 8)])
+@pytest.mark.parametrize('h,w', [(1, 1), (1, 5), (4, 4), (7, 7), (8, 8), (9, 9), (14, 14),
+                                 (5, 26)])
+@pytest.mark.parametrize('threads', [1, 2])
+def test_sfr_kernel_equals_index_add_of_the_grouped_conv(isa, channels, growth, groups,
+                                                         h, w, threads):
+    g = torch.Generator().manual_seed(channels * h + w)
+    buf = torch.randn(2, channels + growth, h, w, generator=g)
+    norm = [torch.rand(growth, generator=g) + 0.5, torch.randn(growth, generator=g),
+            torch.randn(growth, generator=g), torch.rand(growth, generator=g) + 0.5]
+    outputs = 2 * channels
+    weight = torch.randn(outputs, growth // groups, 1, 1, generator=g)
+    index = torch.randint(0, channels, (outputs, ), generator=g)
+    index[:4] = channels - 1  # a block of four equal rows, the last old channel
+    for act in (1, 2):
+        ref = sfr_reference(buf, channels, growth, norm, 1e-3, act, weight, groups, index)
+        got = buf.clone()
+        previous = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            ops.sfr_(got, channels, growth, norm, 1e-3, act, weight, groups, index)
+        finally:
+            torch.set_num_threads(previous)
+        assert torch.equal(got[:, channels:], buf[:, channels:])
+        assert rel_diff(got, ref) < 1e-5
+
+
 # (growth, h, w): sums and products of fewer elements than a vector, of whole groups of
 # vectors, and of vectors plus a tail, for 8- and 16-float vectors.
 @pytest.mark.parametrize('growth,h,w', [(16, 5, 3), (40, 7, 9), (128, 8, 8)])
