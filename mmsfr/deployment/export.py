@@ -15,7 +15,10 @@ TorchScript-based exporter, ``dynamo=False``, which MMDeploy drives, exports mms
 models exactly too: the SFR's scatter-add goes through
 :class:`~mmsfr.models.layers.condense.ChannelScatterAdd`; ``docs/deployment.md``.)
 Any other scatter-add with repeated constant indices is split into such a chain
-(:func:`~mmsfr.deployment.graph_passes.split_repeated_scatter_adds`).
+(:func:`~mmsfr.deployment.graph_passes.split_repeated_scatter_adds`). The dense layers'
+grouped 3x3 convs with at most 4 outputs per group export as depthwise ``Conv`` passes
++ ``ReduceSum`` (:func:`~mmsfr.models.layers.norm_act.depthwise_export_routes`), which
+onnxruntime runs faster than a grouped ``Conv`` of those shapes.
 
 How a file is made (:func:`export_onnx`): the model is exported once with a symbolic
 batch, height and width (the *dynamic graph*, :func:`export_dynamic`); the written graph
@@ -42,6 +45,8 @@ from torch import nn
 
 from mmsfr.checkpoint import atomic_output, check_output, scratch_file
 from mmsfr.models.layers.condense import DENSE_EXPORT_MAX_GROWTH, static_scatter_indices
+from mmsfr.models.layers.grouped_conv import EXPORT_DEPTHWISE_MAX_OUT
+from mmsfr.models.layers.norm_act import depthwise_export_routes
 
 from ._onnx import onnx
 
@@ -84,7 +89,8 @@ def _tiny_net() -> nn.Module:
 
 def export_dynamic(module: nn.Module, shape: Sequence[int] = (224, 224),
                    opset: int = DEFAULT_OPSET, *,
-                   dense_sfr_max_growth: int = DENSE_EXPORT_MAX_GROWTH) -> onnx.ModelProto:
+                   dense_sfr_max_growth: int = DENSE_EXPORT_MAX_GROWTH,
+                   depthwise_max_out: int = EXPORT_DEPTHWISE_MAX_OUT) -> onnx.ModelProto:
     """Export ``module`` with a symbolic batch, height and width.
 
     Args:
@@ -96,6 +102,10 @@ def export_dynamic(module: nn.Module, shape: Sequence[int] = (224, 224),
         dense_sfr_max_growth: 1x1 SFRs with at most this many new channels export as
             a dense ``MatMul``, the others as ``ScatterND`` rounds (0: all as rounds;
             see :func:`~mmsfr.models.layers.condense.static_scatter_indices`).
+        depthwise_max_out: Grouped 3x3 convs of dense layers with at most this many
+            outputs per group export as depthwise ``Conv`` passes + ``ReduceSum``, the
+            others as one grouped ``Conv`` (0: grouped ``Conv`` everywhere; see
+            :func:`~mmsfr.models.layers.norm_act.depthwise_export_routes`).
 
     Returns:
         The ONNX model (in memory), input :data:`INPUT_NAME`.
@@ -111,7 +121,8 @@ def export_dynamic(module: nn.Module, shape: Sequence[int] = (224, 224),
     """
     check_deploy_form(module)
     shape = check_size(shape)
-    with eval_mode(module), static_scatter_indices(module, dense_sfr_max_growth):
+    with eval_mode(module), static_scatter_indices(module, dense_sfr_max_growth), \
+            depthwise_export_routes(module, depthwise_max_out):
         # Batch 2: torch.export specialises example sizes 0 and 1.
         example = example_input(2, shape)
         program = torch.onnx.export(

@@ -36,6 +36,8 @@ from mmsfr.models import (CondenseNetV2, SFRShuffleNetV2, SFRShuffleNetV2Plus, S
 from mmsfr.models.layers import (CondensingLinear, LearnedGroupConv, SparseFeatureReactivation,
                                  convert_to_deploy)
 from mmsfr.models.layers.condense import DENSE_EXPORT_MAX_GROWTH, dense_reactivation_weight
+from mmsfr.models.layers.grouped_conv import DEPTHWISE_MAX_OUT, EXPORT_DEPTHWISE_MAX_OUT
+from mmsfr.models.layers.norm_act import PreActConv, depthwise_export_routes
 
 from conftest import REPO, fixture_path, randomise_bn
 
@@ -288,6 +290,57 @@ def test_condensenet_classifier_static_export(tmp_path):
     assert 'max rel diff' in result.table() and 'FAIL' not in result.table()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['cls.onnx']  # no temp file left
     print('CondenseNet classifier', dict(ops), f'max rel diff {dynamic.max_rel_diff:.2e}')
+
+
+def conv_kinds(model: onnx.ModelProto) -> Counter:
+    """The graph's Conv nodes by kind: 'depthwise' (one input per group), 'grouped'
+    (several inputs per group, several groups) or 'dense'."""
+    consts = constants(model)
+    kinds = Counter()
+    for node in model.graph.node:
+        if node.op_type == 'Conv':
+            group = {a.name: a.i for a in node.attribute}.get('group', 1)
+            per_group = consts[node.input[1]].shape[1]
+            kinds['dense' if group == 1 else 'depthwise' if per_group == 1 else 'grouped'] += 1
+    return kinds
+
+
+@pytest.mark.parametrize('limit,grouped', [(EXPORT_DEPTHWISE_MAX_OUT, 0), (2, 2), (0, 5)])
+def test_grouped_3x3_convs_export_as_depthwise_passes_up_to_the_limit(limit, grouped,
+                                                                     tmp_path):
+    """Dense layers' 3x3 convs with 2 (blocks 0-1) and 4 (block 2) outputs per group:
+    up to ``depthwise_max_out`` outputs per group they export as depthwise Conv passes
+    (one per output of a group) + ReduceSum, the others as one grouped Conv; every form
+    matches PyTorch, and PyTorch's own routes are back after the export."""
+    model = deployed(FAMILIES['CondenseNetV2']())
+    assert [layer.growth // 4 for block in model.blocks for layer in block] == [2, 2, 2, 4, 4]
+    module = ExportModule(model)
+    dynamic = export_dynamic(module, SIZES[0], depthwise_max_out=limit)
+    kinds = conv_kinds(dynamic)
+    assert kinds['grouped'] == grouped
+    # Depthwise passes: 2 per layer of blocks 0-1, 4 per layer of block 2 when within
+    # the limit (the SFRs here are 1x1 and export as MatMul, the stem is dense).
+    assert kinds['depthwise'] == sum(g // 4 for g in (8, 8, 8, 16, 16) if g // 4 <= limit)
+    if kinds['depthwise']:
+        assert onnx_op_counts(dynamic)['ReduceSum'] >= kinds['depthwise']
+    onnx.save(dynamic, tmp_path / 'dynamic.onnx')
+    report = verify_onnx(module, tmp_path / 'dynamic.onnx', batch_sizes=(1, 2), sizes=SIZES)
+    assert report.passed and report.max_rel_diff < 1e-5, report.failures()
+    assert all(m.depthwise_max_out == DEPTHWISE_MAX_OUT for m in module.modules()
+               if isinstance(m, PreActConv))
+
+
+def test_depthwise_export_routes_rejects_a_bad_limit_and_always_restores():
+    conv = PreActConv(32, 16, 3, groups=4)
+    for bad in (-1, 2.5, True, '4'):
+        with pytest.raises(ValueError, match=f'max_out must be an int >= 0.*got {bad!r}'):
+            with depthwise_export_routes(conv, bad):
+                pass
+    with pytest.raises(RuntimeError, match='boom'):
+        with depthwise_export_routes(conv, 8):
+            assert conv.depthwise_max_out == 8
+            raise RuntimeError('boom')
+    assert conv.depthwise_max_out == DEPTHWISE_MAX_OUT and 'depthwise_max_out' not in vars(conv)
 
 
 def test_repeated_scatter_indices_are_split_into_unique_rounds():

@@ -15,7 +15,9 @@ size. The functions here compute the same sums with better-suited kernels:
   ``DEPTHWISE_MAX_OUT`` outputs it is computed as depthwise convs (one per output of a
   group) followed by a sum over each group's inputs; with more outputs per group,
   inference runs oneDNN's channels-last (NHWC) grouped kernel, which is faster than
-  its NCHW one for these shapes even with the layout changes in and out.
+  its NCHW one for these shapes even with the layout changes in and out. An ONNX
+  export takes the depthwise route up to ``EXPORT_DEPTHWISE_MAX_OUT`` outputs per
+  group (onnxruntime's thresholds differ from oneDNN's).
 
 Both give the result of ``nn.functional.conv2d`` up to float summation order
 (tested to 1e-5 relative) and support autograd.
@@ -27,12 +29,21 @@ from torch.nn import functional as F
 
 from .fast_path import inference_fast_path
 
-__all__ = ['DEPTHWISE_MAX_OUT', 'gemm_start', 'grouped_conv2d', 'grouped_gemm_into',
+__all__ = ['DEPTHWISE_MAX_OUT', 'EXPORT_DEPTHWISE_MAX_OUT', 'gemm_start', 'grouped_conv2d', 'grouped_gemm_into',
            'grouped_pointwise']
 
 #: Largest outputs-per-group for which :func:`grouped_conv2d` uses depthwise convs
 #: (measured on x86 CPUs: faster for 1 and 2 outputs per group, slower from 4).
 DEPTHWISE_MAX_OUT = 2
+
+#: The same limit for an ONNX export (:func:`mmsfr.deployment.export_dynamic`).
+#: onnxruntime's CPU ``Conv`` runs the groups of the CondenseNetV2 3x3 convs (8 to 32
+#: inputs and 2 to 8 outputs per group) in a generic per-group im2col loop, but
+#: depthwise convs in its fast NCHWc kernels: as depthwise passes + ``ReduceSum``, 4
+#: outputs per group ran in 0.54-0.76x the time of the grouped ``Conv`` at 7x7 to 56x56,
+#: 8 outputs in 0.76-0.98x alone but slower in whole graphs, and 16 outputs (NCHWc
+#: grouped kernels) in 2.3-3.4x (onnxruntime 1.32, AVX-512, one thread).
+EXPORT_DEPTHWISE_MAX_OUT = 4
 
 
 def grouped_pointwise(x: torch.Tensor, weight: torch.Tensor, groups: int, *,
@@ -135,17 +146,20 @@ def grouped_gemm_into(out: torch.Tensor, mats: torch.Tensor, x: torch.Tensor, *,
     return out
 
 
-def uses_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
-    """Whether :func:`grouped_conv2d` takes the depthwise route for these sizes."""
-    return 1 < groups < in_channels and out_channels // groups <= DEPTHWISE_MAX_OUT
+def uses_depthwise(in_channels: int, out_channels: int, groups: int,
+                   max_out: int = DEPTHWISE_MAX_OUT) -> bool:
+    """Whether :func:`grouped_conv2d` takes the depthwise route for these sizes (at most
+    ``max_out`` outputs per group)."""
+    return 1 < groups < in_channels and out_channels // groups <= max_out
 
 
 def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
                    padding: int = 0, groups: int = 1, *,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
+                   out: torch.Tensor | None = None,
+                   depthwise_max_out: int = DEPTHWISE_MAX_OUT) -> torch.Tensor:
     """``F.conv2d`` without bias, faster on CPU for groups with few outputs.
 
-    With ``o = C_out / G <= DEPTHWISE_MAX_OUT`` outputs per group, output ``j`` of every
+    With ``o = C_out / G <= depthwise_max_out`` outputs per group, output ``j`` of every
     group is a depthwise conv of all inputs (each with its own kernel) summed over the
     group's ``C_in / G`` inputs; ``o`` depthwise passes do the work of the grouped conv
     with the same multiply-adds. Other shapes call ``F.conv2d``; a grouped conv with
@@ -161,6 +175,9 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
         out: Where to write the (N, C_out, H', W') result, e.g. a channel slice of a
             larger buffer; in :func:`inference_fast_path` the depthwise route sums
             straight into it (no autograd through ``out``).
+        depthwise_max_out: Most outputs per group computed as depthwise passes
+            (:data:`DEPTHWISE_MAX_OUT` for PyTorch, :data:`EXPORT_DEPTHWISE_MAX_OUT`
+            in an ONNX export; 0: ``F.conv2d`` for every shape).
 
     Returns:
         The result (``out`` when given).
@@ -177,7 +194,7 @@ def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1,
     """
     c_out, c_in_g = weight.shape[:2]
     n, c_in = x.shape[:2]
-    if not uses_depthwise(c_in, c_out, groups):
+    if not uses_depthwise(c_in, c_out, groups, depthwise_max_out):
         nhwc = 1 < groups < c_in and inference_fast_path()
         if nhwc:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -8,7 +8,8 @@ place. Nothing derived from the weights is kept between calls.
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from mmcv.cnn import build_activation_layer, build_norm_layer
@@ -17,11 +18,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .fast_path import inference_fast_path
-from .grouped_conv import grouped_conv2d
+from .grouped_conv import DEPTHWISE_MAX_OUT, EXPORT_DEPTHWISE_MAX_OUT, grouped_conv2d
 
 __all__ = ['DEFAULT_NORM_CFG', 'EvalNorm', 'PreActConv', 'activate_', 'affine_act_',
-           'bn_affine', 'build_act', 'build_norm', 'eval_affine', 'eval_norm',
-           'eval_norm_act_', 'inplace_activation', 'is_plain_batchnorm', 'norm_act']
+           'bn_affine', 'build_act', 'build_norm', 'depthwise_export_routes', 'eval_affine',
+           'eval_norm', 'eval_norm_act_', 'inplace_activation', 'is_plain_batchnorm',
+           'norm_act']
 
 
 def build_act(act_cfg: dict | None) -> nn.Module:
@@ -278,6 +280,11 @@ class PreActConv(nn.Module):
         torch.Size([1, 8, 8, 8])
     """
 
+    #: Most outputs per group that the conv computes as depthwise passes
+    #: (:func:`~.grouped_conv.grouped_conv2d`); :func:`depthwise_export_routes` sets it
+    #: for an ONNX export.
+    depthwise_max_out: int = DEPTHWISE_MAX_OUT
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
                  stride: int = 1, groups: int = 1,
                  act_cfg: dict | None = dict(type='ReLU'),
@@ -305,5 +312,36 @@ class PreActConv(nn.Module):
         """
         conv = self.conv
         x = norm_act(self.norm, self.act, x, owned=owned)
-        return grouped_conv2d(x, conv.weight, conv.stride[0],
-                              conv.padding[0], conv.groups, out=out)
+        return grouped_conv2d(x, conv.weight, conv.stride[0], conv.padding[0], conv.groups,
+                              out=out, depthwise_max_out=self.depthwise_max_out)
+
+
+@contextlib.contextmanager
+def depthwise_export_routes(model: nn.Module,
+                            max_out: int = EXPORT_DEPTHWISE_MAX_OUT) -> Iterator[None]:
+    """Within the context, every :class:`PreActConv` of ``model`` computes its grouped
+    conv as depthwise passes + group sums up to ``max_out`` outputs per group (0: as
+    one grouped conv always): the form an ONNX export writes, which onnxruntime runs
+    faster than a grouped ``Conv`` with few outputs per group
+    (:data:`~.grouped_conv.EXPORT_DEPTHWISE_MAX_OUT`). The results are the same up to
+    float summation order; on exit the layers take PyTorch's routes again.
+
+    Example:
+        >>> conv = PreActConv(32, 16, 3, groups=4)  # 4 outputs per group
+        >>> with depthwise_export_routes(conv):
+        ...     conv.depthwise_max_out
+        4
+        >>> conv.depthwise_max_out
+        2
+    """
+    if isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 0:
+        raise ValueError(f'max_out must be an int >= 0 (0: grouped convs everywhere), got '
+                         f'{max_out!r}')
+    layers = [m for m in model.modules() if isinstance(m, PreActConv)]
+    for layer in layers:
+        layer.depthwise_max_out = max_out
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.depthwise_max_out  # the class default again
