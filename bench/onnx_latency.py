@@ -11,9 +11,12 @@ Every model runs with random weights on the same input: torchvision MobileNetV2,
 MobileNetV3-Large and ShuffleNetV2 1.5x (eval mode), and mmsfr's CondenseNetV2-A/B/C
 and SFR-ShuffleNetV2 1.5x classifiers (random BN statistics, condensed to the end of
 their schedule, then converted to the deploy form, as in ``bench/latency_224.py``).
-One more onnxruntime row, CondenseNetV2-C (A with ``--quick``) exported with every SFR
-as ``ScatterND`` rounds (``export_dynamic(dense_sfr_max_growth=0)``), measures what
-the default export's dense SFR products (1x1 SFRs with at most 64 new channels) gain.
+Two more onnxruntime rows, CondenseNetV2-C (A with ``--quick``) exported with one
+setting of ``export_dynamic`` changed, measure what the default export's forms gain:
+every SFR as ``ScatterND`` rounds (``dense_sfr_max_growth=0``; the default writes 1x1
+SFRs with at most 64 new channels as dense products), and every grouped 3x3 conv as
+one grouped ``Conv`` (``depthwise_max_out=0``; the default writes those with at most 4
+outputs per group as depthwise passes + ``ReduceSum``).
 
 One ONNX graph per model and batch size, every input dim fixed, all from torch's
 ``torch.export``-based exporter (``torch.onnx.export(dynamo=True)``, opset 18, its
@@ -65,7 +68,6 @@ from _common import (base_parser, build, check_positive, condensed, deploy_copy,
                      kernels_status, macs, print_table, rel_diff, time_interleaved, verdict)
 from mmsfr.deployment import ExportModule, export_dynamic, onnx_op_counts, specialise
 from mmsfr.deployment._onnx import cpu_session, onnx, ort
-from mmsfr.models.layers.condense import DENSE_EXPORT_MAX_GROWTH
 
 CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
 SFR_SN = 'configs/pretrain/shufflenetv2/sfr-shufflenetv2-x1_5_8xb128_in1k.py'
@@ -76,9 +78,12 @@ SFR = 'SFR-ShuffleNetV2 1.5x deploy'
 #: (batch, threads) of a default run; the targets are checked on the first.
 SETTINGS = ((1, 1), (1, 2), (8, 1))
 RTOL = 1e-4
-#: Row of the last CondenseNetV2 exported with every SFR as ScatterND rounds (no dense
-#: MatMul; ``export_dynamic(dense_sfr_max_growth=0)``), beside the default export.
-ROUNDS_SUFFIX = ', SFR as ScatterND rounds'
+#: Rows of the last CondenseNetV2 exported with one ``export_dynamic`` setting changed,
+#: beside the default export: by name suffix, that setting.
+VARIANTS: dict[str, dict[str, int]] = {
+    ', SFR as ScatterND rounds': dict(dense_sfr_max_growth=0),
+    ', 3x3 convs as grouped Conv': dict(depthwise_max_out=0),
+}
 
 
 def settings(batch: int | None, threads: int | None, quick: bool) -> list[tuple[int, int]]:
@@ -100,7 +105,8 @@ def build_models(archs: Sequence[str]) -> dict[str, nn.Module]:
         models[f'CondenseNetV2-{arch.upper()} deploy'] = ExportModule(
             deploy_copy(condensed(build(CDN.format(arch))))).eval()
     last = f'CondenseNetV2-{archs[-1].upper()} deploy'
-    models[f'{last}{ROUNDS_SUFFIX}'] = models[last]  # same model, the other SFR export
+    for suffix in VARIANTS:  # the same model, exported another way
+        models[f'{last}{suffix}'] = models[last]
     models[SFR] = ExportModule(deploy_copy(condensed(build(SFR_SN)))).eval()
     return models
 
@@ -115,8 +121,8 @@ def export_graphs(models: dict[str, nn.Module], size: int, batches: Sequence[int
     """
     paths = {}
     for i, (name, model) in enumerate(models.items()):
-        dense_max = 0 if name.endswith(ROUNDS_SUFFIX) else DENSE_EXPORT_MAX_GROWTH
-        dynamic = (export_dynamic(model, (size, size), OPSET, dense_sfr_max_growth=dense_max)
+        changed = next((v for suffix, v in VARIANTS.items() if name.endswith(suffix)), {})
+        dynamic = (export_dynamic(model, (size, size), OPSET, **changed)
                    if isinstance(model, ExportModule) else None)
         for batch in batches:
             path = paths[name, batch] = folder / f'model{i}_b{batch}.onnx'
@@ -157,7 +163,7 @@ def time_setting(models: dict[str, nn.Module], paths: dict[tuple[str, int], Path
             expected = model(x)
         diffs[name] = rel_diff(torch.from_numpy(sess.run(None, feed)[0]), expected)
         runtime[f'{name}, onnxruntime'] = lambda s=sess, f=feed: s.run(None, f)
-        if not name.endswith(ROUNDS_SUFFIX):  # its eager forward is the row above's
+        if not name.endswith(tuple(VARIANTS)):  # its eager forward is the default's
             eager[f'{name}, eager'] = lambda m=model: m(x)
     # One runtime at a time: two thread pools alternating call by call compete for the
     # cores. With several threads, each onnxruntime session's workers spin for a while

@@ -32,7 +32,8 @@ SCRIPTS = {
                         'onnxruntime x MobileNetV2 onnxruntime', 'of GEMM',
                         'torchvision MobileNetV3-Large', 'CondenseNetV2-A deploy',
                         'SFR-ShuffleNetV2 1.5x deploy', 'Exactness: onnxruntime vs PyTorch',
-                        'ONNX nodes'],
+                        'ONNX nodes', 'CondenseNetV2-A deploy, SFR as ScatterND rounds',
+                        'CondenseNetV2-A deploy, 3x3 convs as grouped Conv'],
 }
 #: Scripts that report figures without targets to check.
 NO_TARGETS = {'onnx_detector.py'}

@@ -37,12 +37,12 @@ __all__ = ['DEPTHWISE_MAX_OUT', 'EXPORT_DEPTHWISE_MAX_OUT', 'gemm_start', 'group
 DEPTHWISE_MAX_OUT = 2
 
 #: The same limit for an ONNX export (:func:`mmsfr.deployment.export_dynamic`).
-#: onnxruntime's CPU ``Conv`` runs the groups of the CondenseNetV2 3x3 convs (8 to 32
-#: inputs and 2 to 8 outputs per group) in a generic per-group im2col loop, but
-#: depthwise convs in its fast NCHWc kernels: as depthwise passes + ``ReduceSum``, 4
-#: outputs per group ran in 0.54-0.76x the time of the grouped ``Conv`` at 7x7 to 56x56,
-#: 8 outputs in 0.76-0.98x alone but slower in whole graphs, and 16 outputs (NCHWc
-#: grouped kernels) in 2.3-3.4x (onnxruntime 1.32, AVX-512, one thread).
+#: onnxruntime's CPU ``Conv`` runs grouped convs with 2 to 8 outputs per group (the
+#: CondenseNetV2 3x3 convs before the last block) in a generic per-group im2col loop,
+#: depthwise convs in its fast NCHWc kernels, and groups of 16 outputs in its grouped
+#: NCHWc kernel; 4 was the fastest limit for whole CondenseNetV2 graphs (onnxruntime
+#: 1.32, AVX-512). ``bench/onnx_latency.py`` times CondenseNetV2-C exported with it and
+#: with grouped ``Conv`` nodes everywhere.
 EXPORT_DEPTHWISE_MAX_OUT = 4
 
 
