@@ -333,7 +333,7 @@ def test_grouped_3x3_convs_export_as_depthwise_passes_up_to_the_limit(limit, gro
 def test_depthwise_export_routes_rejects_a_bad_limit_and_always_restores():
     conv = PreActConv(32, 16, 3, groups=4)
     for bad in (-1, 2.5, True, '4'):
-        with pytest.raises(ValueError, match=f'max_out must be an int >= 0.*got {bad!r}'):
+        with pytest.raises(ValueError, match=f'depthwise_max_out must be an int >= 0.*got {bad!r}'):
             with depthwise_export_routes(conv, bad):
                 pass
     with pytest.raises(RuntimeError, match='boom'):
@@ -341,6 +341,12 @@ def test_depthwise_export_routes_rejects_a_bad_limit_and_always_restores():
             assert conv.depthwise_max_out == 8
             raise RuntimeError('boom')
     assert conv.depthwise_max_out == DEPTHWISE_MAX_OUT and 'depthwise_max_out' not in vars(conv)
+    conv.depthwise_max_out = 1  # a layer's own setting is put back, also when nested
+    with depthwise_export_routes(conv, 4):
+        with depthwise_export_routes(conv, 0):
+            assert conv.depthwise_max_out == 0
+        assert conv.depthwise_max_out == 4
+    assert vars(conv)['depthwise_max_out'] == 1
 
 
 def test_repeated_scatter_indices_are_split_into_unique_rounds():

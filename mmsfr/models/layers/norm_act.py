@@ -335,13 +335,18 @@ def depthwise_export_routes(model: nn.Module,
         2
     """
     if isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 0:
-        raise ValueError(f'max_out must be an int >= 0 (0: grouped convs everywhere), got '
-                         f'{max_out!r}')
+        raise ValueError(f'depthwise_max_out must be an int >= 0 (0: grouped convs '
+                         f'everywhere), got {max_out!r}')
     layers = [m for m in model.modules() if isinstance(m, PreActConv)]
+    # What each layer had (its own setting, or none: the class default), to put back.
+    previous = [vars(layer).get('depthwise_max_out') for layer in layers]
     for layer in layers:
         layer.depthwise_max_out = max_out
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.depthwise_max_out  # the class default again
+        for layer, value in zip(layers, previous):
+            if value is None:
+                del layer.depthwise_max_out
+            else:
+                layer.depthwise_max_out = value
