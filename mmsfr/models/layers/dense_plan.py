@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ... import ops
+from .fast_path import kernel_tensors
 from .norm_act import eval_norm
 from .se import SqueezeExcitation
 
@@ -57,16 +58,10 @@ def se_arguments(se: SqueezeExcitation) -> tuple | None:
     fc = se._modules['fc']._modules
     squeeze, excite = fc['0']._parameters, fc['2']._parameters
     w1, b1, w2, b2 = squeeze['weight'], squeeze['bias'], excite['weight'], excite['bias']
-    if not (_kernel_tensor(w1) and _kernel_tensor(w2) and (b1 is None or _kernel_tensor(b1))
-            and (b2 is None or _kernel_tensor(b2))):
+    if w1 is None or w2 is None or not kernel_tensors(w1, b1, w2, b2):
         return None
     gate = 0 if isinstance(se._modules['gate'], nn.Sigmoid) else 1
     return w1.contiguous(), _contiguous(b1), w2.contiguous(), _contiguous(b2), gate
-
-
-def _kernel_tensor(t: torch.Tensor | None) -> bool:
-    """Whether ``t`` is a float32 CPU tensor (the kernels' only type)."""
-    return t is not None and t.dtype is torch.float32 and t.is_cpu
 
 
 def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -118,7 +113,7 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
         >>> dense_plan(layer.train(), torch.empty(1, 24, 5, 5)) is None
         True
     """
-    if out.dtype != torch.float32 or not out.is_cpu:
+    if not kernel_tensors(out):
         return None
     # (The modules' dicts directly: this runs for every layer of every forward.)
     mods = layer._modules

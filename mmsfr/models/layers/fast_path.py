@@ -6,7 +6,8 @@ inference path that writes into pre-allocated buffers, overwrites temporaries an
 call mmsfr's C++ operators. :func:`inference_fast_path` says when the eager inference
 path applies; :func:`traced_inference` when ``torch.compile`` / ``torch.export`` trace
 an inference forward, which keeps mmsfr's operators (``torch.ops.mmsfr.*``, known to
-the dispatcher) in the graph.
+the dispatcher) in the graph; :func:`kernel_tensors` whether tensors are of the one
+type those operators take.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ...utils.compat import is_compiling, traces_mmsfr_operators
 
-__all__ = ['inference_fast_path', 'traced_inference']
+__all__ = ['inference_fast_path', 'kernel_tensors', 'traced_inference']
 
 
 def _any_autocast() -> bool:
@@ -59,3 +60,14 @@ def traced_inference() -> bool:
 
 #: Whether this torch's tracers may keep mmsfr's operators (torch >= 2.6).
 _TRACES_OPERATORS = traces_mmsfr_operators()
+
+
+def kernel_tensors(*tensors: torch.Tensor | None) -> bool:
+    """Whether every tensor given is float32 on the CPU, the only type mmsfr's C++
+    operators take (None, an absent optional tensor, is skipped).
+
+    Example:
+        >>> kernel_tensors(torch.zeros(2), None), kernel_tensors(torch.zeros(2).double())
+        (True, False)
+    """
+    return all(t is None or (t.dtype is torch.float32 and t.is_cpu) for t in tensors)

@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 from .fast_path import inference_fast_path
 
-__all__ = ['DEPTHWISE_MAX_OUT', 'EXPORT_DEPTHWISE_MAX_OUT', 'gemm_start', 'grouped_conv2d', 'grouped_gemm_into',
-           'grouped_pointwise']
+__all__ = ['DEPTHWISE_MAX_OUT', 'EXPORT_DEPTHWISE_MAX_OUT', 'gemm_start', 'grouped_conv2d',
+           'grouped_gemm_into', 'grouped_pointwise']
 
 #: Largest outputs-per-group for which :func:`grouped_conv2d` uses depthwise convs
 #: (measured on x86 CPUs: faster for 1 and 2 outputs per group, slower from 4).

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import ops
-from .fast_path import inference_fast_path, traced_inference
+from .fast_path import inference_fast_path, kernel_tensors, traced_inference
 
 __all__ = ['FastLinear', 'STREAMED_MAX_ROWS', 'streamed_linear']
 
@@ -30,8 +30,7 @@ def streamed_linear(x: torch.Tensor, weight: torch.Tensor,
     # (The mode checks first: they keep tracers away from the shape test.)
     if ((inference_fast_path() or traced_inference()) and ops.native_enabled()
             and x.dim() == 2 and x.shape[0] <= STREAMED_MAX_ROWS
-            and all(t is None or t.dtype is torch.float32 and t.is_cpu
-                    for t in (x, weight, bias))):
+            and kernel_tensors(x, weight, bias)):
         out = x.new_empty(x.shape[0], weight.shape[0])
         ops.linear_(out, x.contiguous(), weight.contiguous(),
                     None if bias is None else bias.contiguous())

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .fast_path import inference_fast_path
+from .fast_path import inference_fast_path, kernel_tensors
 from ... import ops
 
 __all__ = ['FastMaxPool2d', 'avg_pool2x2', 'max_pool3x3s2']
@@ -46,12 +46,10 @@ def avg_pool2x2(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
         y = F.avg_pool2d(x, 2, 2)
         return y if out is None else out.copy_(y)
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
-    if (ops.native_enabled() and x.dtype == torch.float32 and x.device.type == 'cpu'
-            and x.dim() == 4 and x.is_contiguous()):
+    if ops.native_enabled() and kernel_tensors(x) and x.dim() == 4 and x.is_contiguous():
         if out is None:
             out = x.new_empty(*x.shape[:2], h // 2, w // 2)
-        if out.dtype == x.dtype and out.device.type == 'cpu' and (
-                out.stride()[1:] == (h * w // 4, w // 2, 1)):
+        if kernel_tensors(out) and out.stride()[1:] == (h * w // 4, w // 2, 1):
             ops.avg_pool2x2_(out, x)
             return out
     top, bottom = x[..., 0:h:2, :w], x[..., 1:h:2, :w]
