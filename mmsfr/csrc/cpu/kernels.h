@@ -16,7 +16,9 @@ typedef float vecw __attribute__((vector_size(4 * KERNEL_WIDTH), aligned(4), may
 
 static inline vecw loadw(const float* p) { return *reinterpret_cast<const vecw*>(p); }
 static inline void storew(float* p, vecw v) { *reinterpret_cast<vecw*>(p) = v; }
-static inline vecw splatw(float v) { return vecw{} + v; }
+// v in every lane. (Written as v - 0, which the compiler folds to a broadcast: v + 0 is
+// not v for v = -0, so `vecw{} + v` costs a scalar add before each broadcast.)
+static inline vecw splatw(float v) { return v - vecw{}; }
 
 // Activation codes: 0 identity, 1 ReLU, 2 hard-swish (x * relu6(x + 3) / 6; the
 // division is a multiplication by 1 / 6, which differs from torch's by at most an ulp).
