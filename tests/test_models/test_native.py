@@ -133,12 +133,15 @@ def test_rows_read_in_whole_vectors_stay_inside_the_buffer(isa, width):
 
 # (growth, groups, bottleneck): the 3x3 conv's groups have 1, 2, 3, 4 or 8 outputs and
 # the 1x1 conv's 1, 2, 3, 4, 6 or 8, so every register block of both kernels runs, on
-# maps whose padded rows end inside chunks of 32 to 192 positions; random LGC and SFR
-# indices (repeats included).
+# maps whose padded rows end inside chunks of 32 to 192 positions (the 7x7 map of the
+# last blocks among them), on 1 and 2 threads (each thread's task: its own rows and
+# bands); random LGC and SFR indices (repeats included).
 @pytest.mark.parametrize('growth,groups,bottleneck', [(4, 4, 1), (8, 4, 1), (6, 2, 2),
                                                       (16, 4, 1), (16, 2, 1), (8, 8, 3)])
-@pytest.mark.parametrize('size', [(5, 7), (9, 30), (23, 17)])
-def test_every_register_block_equals_pytorch_path(isa, growth, groups, bottleneck, size):
+@pytest.mark.parametrize('size', [(5, 7), (7, 7), (9, 30), (23, 17)])
+@pytest.mark.parametrize('threads', [1, 2])
+def test_every_register_block_equals_pytorch_path(isa, growth, groups, bottleneck, size,
+                                                  threads):
     from mmsfr.models.backbones.condensenet import DenseBlock, DenseLayer
     torch.manual_seed(growth * groups)
     first = 2 * growth
@@ -153,7 +156,13 @@ def test_every_register_block_equals_pytorch_path(isa, growth, groups, bottlenec
                                                else part.out_channels, part.index.shape))
     block.eval()
     x = torch.randn(1, first, *size)
-    assert rel_diff(forward(block, x, True), forward(block, x, False)) < 1e-5
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        native = forward(block, x, True)
+    finally:
+        torch.set_num_threads(previous)
+    assert rel_diff(native, forward(block, x, False)) < 1e-5
 
 
 def test_pool_kernel_equals_pytorch_path_and_rejects_bad_output():
