@@ -11,12 +11,14 @@ Every model runs with random weights on the same input: torchvision MobileNetV2,
 MobileNetV3-Large and ShuffleNetV2 1.5x (eval mode), and mmsfr's CondenseNetV2-A/B/C
 and SFR-ShuffleNetV2 1.5x classifiers (random BN statistics, condensed to the end of
 their schedule, then converted to the deploy form, as in ``bench/latency_224.py``).
-Two more onnxruntime rows, CondenseNetV2-C (A with ``--quick``) exported with one
+Three more onnxruntime rows, CondenseNetV2-C (A with ``--quick``) exported with one
 setting of ``export_dynamic`` changed, measure what the default export's forms gain:
 every SFR as ``ScatterND`` rounds (``dense_sfr_max_growth=0``; the default writes 1x1
-SFRs with at most 64 new channels as dense products), and every grouped 3x3 conv as
-one grouped ``Conv`` (``depthwise_max_out=0``; the default writes those with at most 4
-outputs per group as depthwise passes + ``ReduceSum``).
+SFRs with at most 64 new channels as dense products), every grouped 3x3 conv as one
+grouped ``Conv`` (``depthwise_max_out=0``; the default writes those with at most 4
+outputs per group as depthwise passes + ``ReduceSum``), and depthwise passes for
+groups of up to 8 outputs (``depthwise_max_out=8``), the next limit up: together
+they show whether the default limit is the fastest on the machine at hand.
 
 One ONNX graph per model and batch size, every input dim fixed, all from torch's
 ``torch.export``-based exporter (``torch.onnx.export(dynamo=True)``, opset 18, its
@@ -83,6 +85,7 @@ RTOL = 1e-4
 VARIANTS: dict[str, dict[str, int]] = {
     ', SFR as ScatterND rounds': dict(dense_sfr_max_growth=0),
     ', 3x3 convs as grouped Conv': dict(depthwise_max_out=0),
+    ', depthwise passes up to 8 outputs': dict(depthwise_max_out=8),
 }
 
 

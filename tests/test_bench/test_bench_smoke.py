@@ -33,7 +33,8 @@ SCRIPTS = {
                         'torchvision MobileNetV3-Large', 'CondenseNetV2-A deploy',
                         'SFR-ShuffleNetV2 1.5x deploy', 'Exactness: onnxruntime vs PyTorch',
                         'ONNX nodes', 'CondenseNetV2-A deploy, SFR as ScatterND rounds',
-                        'CondenseNetV2-A deploy, 3x3 convs as grouped Conv'],
+                        'CondenseNetV2-A deploy, 3x3 convs as grouped Conv',
+                        'CondenseNetV2-A deploy, depthwise passes up to 8 outputs'],
 }
 #: Scripts that report figures without targets to check.
 NO_TARGETS = {'onnx_detector.py'}
