@@ -3,6 +3,7 @@
 Skipped when the extension is not built, unless ``MMSFR_REQUIRE_NATIVE`` is set (CI
 sets it: a broken build must fail there, not skip).
 """
+import contextlib
 import copy
 import os
 
@@ -48,6 +49,17 @@ def forward(model, x, native_on):
         return model(x)
 
 
+@contextlib.contextmanager
+def torch_threads(threads):
+    """torch's intra-op thread count set to ``threads`` within the context."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 # 'c' at 230x198: the LGC kernel packs blocks 1 and 2 in several tiles per group, the
 # last one partial.
 @pytest.mark.parametrize('arch,shape', [('a', (2, 3, 67, 45)), ('b', (1, 3, 64, 64)),
@@ -84,29 +96,21 @@ def test_native_forward_of_a_channels_last_model_equals_pytorch_path():
 def test_native_forward_with_two_threads_equals_one_thread():
     model, _ = deploy_model('c')
     x = torch.rand(1, 3, 96, 80)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
+    with torch_threads(1):
         one = forward(model, x, True)
-        torch.set_num_threads(2)
+    with torch_threads(2):
         two = forward(model, x, True)
-    finally:
-        torch.set_num_threads(threads)
     for a, b in zip(one, two):
         assert rel_diff(a, b) < 1e-6
 
 
 def test_kernels_run_on_every_torch_thread():
     # at::parallel_for is inline OpenMP code: compiled without -fopenmp it runs serially.
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
+    with torch_threads(2):
         assert ops.parallel_threads(8) == 2
         assert ops.parallel_threads(1) == 1
-        torch.set_num_threads(1)
+    with torch_threads(1):
         assert ops.parallel_threads(8) == 1
-    finally:
-        torch.set_num_threads(threads)
     with pytest.raises(RuntimeError, match='tasks must be positive, got 0'):
         ops.parallel_threads(0)
 
@@ -156,12 +160,8 @@ def test_every_register_block_equals_pytorch_path(isa, growth, groups, bottlenec
                                                else part.out_channels, part.index.shape))
     block.eval()
     x = torch.randn(1, first, *size)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         native = forward(block, x, True)
-    finally:
-        torch.set_num_threads(previous)
     assert rel_diff(native, forward(block, x, False)) < 1e-5
 
 
@@ -316,12 +316,8 @@ def test_sfr_kernel_equals_index_add_of_the_grouped_conv(isa, channels, growth, 
     for act in (1, 2):
         ref = sfr_reference(buf, channels, growth, norm, 1e-3, act, weight, groups, index)
         got = buf.clone()
-        previous = torch.get_num_threads()
-        try:
-            torch.set_num_threads(threads)
+        with torch_threads(threads):
             ops.sfr_(got, channels, growth, norm, 1e-3, act, weight, groups, index)
-        finally:
-            torch.set_num_threads(previous)
         assert torch.equal(got[:, channels:], buf[:, channels:])
         assert rel_diff(got, ref) < 1e-5
 
