@@ -10,8 +10,10 @@
 //   gather + BN + act of the group's inputs is packed into a tile, and a
 //   register-blocked 1x1 kernel over the tile applies conv_2's BN and act in its
 //   epilogue and writes each filter into its shuffled channel's rows of a zero-padded
-//   window (no shuffle pass); a direct register-blocked 3x3 kernel reads the window.
-//   The 1x1 conv's output stays in the cache.
+//   window (no shuffle pass; on narrow maps, whose 2 padding columns per row would
+//   cost many multiply-adds, it runs over the unpadded rows and a copy pads them);
+//   a direct register-blocked 3x3 kernel reads the window. The 1x1 conv's output
+//   stays in the cache.
 // * se_: the squeeze-excite of the new channels (later blocks), in place.
 // * sfr_: SFR (BN -> act on the new channels -> grouped 1x1 conv on the shuffled
 //   inputs -> index_add into the old channels) as one pass over the old channels.
@@ -90,6 +92,9 @@ constexpr int64_t kPackFloats = 32768;
 // Spatial positions per task of the SFR kernel: at most this many (and a tile of the
 // new channels of at most kPackFloats), as many tasks as keep every thread busy.
 constexpr int64_t kSfrTile = 1024;
+
+// n rounded up to a multiple of m.
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // [begin, end) split into tasks of at most `most` positions (a multiple of 16), their
 // count a multiple of the thread count so that every thread gets the same share.
@@ -309,23 +314,27 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
                           const float*, int64_t, float*, int64_t, int64_t);
   using ConvFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t,
                           float*, int64_t, int64_t, int64_t);
+  using SpanFn = void (*)(float*, const float*, int64_t, int64_t, float, float, const float*);
   PackFn pack = nullptr;
+  SpanFn pack_dense = nullptr;
   GemmFn gemm = nullptr;
   ConvFn conv = nullptr;
+  auto unpad = PICK(isa, unpad_rows);
   int64_t gemm_chunk = 0, conv_chunk = 0;
   with_act(act, op, [&](auto a) {
     pack = PICK(isa, pack_rows<decltype(a)::value>);
+    pack_dense = PICK(isa, pack_span<decltype(a)::value>);
   });
   with_block(po, false, width == 16, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-    gemm_chunk = width * XV;
+    gemm_chunk = PICK(isa, positions_quantum<OB, XV>)();
     with_act(act_2, op, [&](auto a) {
       gemm = PICK(isa, pointwise_group<OB, XV, decltype(a)::value>);
     });
   });
   with_block(growth / groups, true, width == 16, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-    conv_chunk = width * XV;
+    conv_chunk = PICK(isa, positions_quantum<OB, XV>)();
     conv = PICK(isa, conv3x3_group<OB, XV>);
   });
 
@@ -363,18 +372,38 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
       auto conv1x1_rows = [&](int64_t slot, int64_t row, int64_t rows) {
         const int64_t lo = std::max<int64_t>(row, 0), hi = std::min(h, row + rows);
         if (lo < hi) {
-          const int64_t len = ((hi - lo) * wp + gemm_chunk - 1) / gemm_chunk * gemm_chunk;
+          // The 1x1 conv over the padded rows (its output lands in the window as it is)
+          // or, where that computes many more positions (narrow maps: 2 padding columns
+          // per row of w), over the dense rows into `dense`, then copied into the window
+          // rows (about one vector copy per vector of positions, against pi
+          // multiply-adds per position saved).
+          const int64_t padded = round_up((hi - lo) * wp, gemm_chunk);
+          const int64_t packed = round_up((hi - lo) * w, gemm_chunk);
+          const bool unpadded = (padded - packed) * pi > packed;
+          const int64_t len = unpadded ? packed : padded;
           // (+ 16: the last row's vector may write that far past a plane; see pack_rows)
           float* tile = workspace.get(0, pi * len + 16);
+          float* dense = unpadded ? workspace.get(3, po * len + 16) : nullptr;
           float* dst = win + (slot + lo - row) * wp;
           for (int64_t g = 0; g < groups; ++g) {
             for (int64_t t = 0; t < pi; ++t) {
               const int64_t j = g * pi + t;
-              pack(tile + t * len, img + idx[j] * hw + lo * w, hi - lo, w, len, sc[j], sh[j],
-                   buf_end);
+              const float* src = img + idx[j] * hw + lo * w;
+              if (unpadded) {
+                pack_dense(tile + t * len, src, (hi - lo) * w, len, sc[j], sh[j], buf_end);
+              } else {
+                pack(tile + t * len, src, hi - lo, w, len, sc[j], sh[j], buf_end);
+              }
             }
-            gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
-                 shift_2.data() + g * po, po, dst + g * win_plane, groups * win_plane, len);
+            if (unpadded) {
+              gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
+                   shift_2.data() + g * po, po, dense, len, len);
+              for (int64_t k = 0; k < po; ++k)
+                unpad(dst + (k * groups + g) * win_plane, dense + k * len, hi - lo, w);
+            } else {
+              gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
+                   shift_2.data() + g * po, po, dst + g * win_plane, groups * win_plane, len);
+            }
           }
         }
         for (int64_t c = 0; c < c4; ++c)

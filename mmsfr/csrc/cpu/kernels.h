@@ -53,32 +53,57 @@ static void affine_act_row(float* dst, const float* src, int64_t n, float a, flo
   for (int64_t p = 0; p < n; ++p) dst[p] = activate<ACT>(src[p] * a + b);
 }
 
+// dst[p] = act(src[p] * a + b) for p < n, in whole vectors: the last one may read past
+// src + n (never at or past `limit`, else the rest goes one float at a time) and then
+// writes up to VW - 1 floats past dst + n.
+template <int ACT>
+static inline void act_span(float* dst, const float* src, int64_t n, float a, float b,
+                            const float* limit) {
+  int64_t x = 0;
+  for (; x + VW <= n; x += VW) storew(dst + x, activatew<ACT>(loadw(src + x) * a + b));
+  if (x < n) {
+    if (src + x + VW <= limit) {
+      storew(dst + x, activatew<ACT>(loadw(src + x) * a + b));
+    } else {
+      for (; x < n; ++x) dst[x] = activate<ACT>(src[x] * a + b);
+    }
+  }
+}
+
 // `rows` rows of a dense plane (w floats each, from src) as zero-padded rows of w + 2
 // in dst: act(src * a + b) inside, 0 in the two padding columns; dst[rows * (w + 2), n)
-// is zeroed. Rows go in whole vectors: the last vector of a row may read past the row
-// (never at or past `limit`, else that row's tail goes one float at a time) and writes
-// past it into the next row's padding and data, which that row then overwrites; the
-// last row's spill stays below dst + max(n, rows * (w + 2) + VW).
+// is zeroed. A row's last vector (act_span) may write past it into the next row's
+// padding and data, which that row then overwrites; the last row's spill stays below
+// dst + max(n, rows * (w + 2) + VW).
 template <int ACT>
 static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int64_t n,
                       float a, float b, const float* limit) {
   const int64_t wp = w + 2;
   for (int64_t r = 0; r < rows; ++r) {
     float* d = dst + r * wp;
-    const float* s = src + r * w;
-    int64_t x = 0;
-    for (; x + VW <= w; x += VW) storew(d + 1 + x, activatew<ACT>(loadw(s + x) * a + b));
-    if (x < w) {
-      if (s + x + VW <= limit) {
-        storew(d + 1 + x, activatew<ACT>(loadw(s + x) * a + b));
-      } else {
-        for (; x < w; ++x) d[x + 1] = activate<ACT>(s[x] * a + b);
-      }
-    }
+    act_span<ACT>(d + 1, src + r * w, w, a, b, limit);
     d[0] = 0.f;
     d[w + 1] = 0.f;
   }
   for (int64_t q = rows * wp; q < n; ++q) dst[q] = 0.f;
+}
+
+// The first m floats from src as act(src * a + b) in dst, the rest of dst[0, n) zeroed
+// (n >= m rounded up to a whole vector: the spill of act_span stays within it).
+template <int ACT>
+static void pack_span(float* dst, const float* src, int64_t m, int64_t n, float a, float b,
+                      const float* limit) {
+  act_span<ACT>(dst, src, m, a, b, limit);
+  for (int64_t q = m; q < n; ++q) dst[q] = 0.f;
+}
+
+// `rows` rows of w floats (dense, from src) into rows of w + 2 floats from dst + 1 (a
+// zero-padded plane's, whose padding columns the caller then zeroes). Whole vectors:
+// each row's last one reads up to VW - 1 floats past it and writes as far past it, into
+// the padding and the next row, which that row then overwrites.
+static void unpad_rows(float* dst, const float* src, int64_t rows, int64_t w) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t x = 0; x < w; x += VW) storew(dst + r * (w + 2) + 1 + x, loadw(src + r * w + x));
 }
 
 // OB outputs x VW * XV positions of a 1x1 conv followed by a per-output affine map (an
@@ -86,7 +111,7 @@ static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int
 // out[o][q] = act((sum_t w[o * cin + t] * in[t * istride + q]) * a[o] + b[o]); output o
 // is `ostride` floats after output o - 1.
 template <int OB, int XV, int ACT>
-static inline void pointwise_block(const float* in, int64_t istride, int64_t cin,
+__attribute__((noinline)) static void pointwise_block(const float* in, int64_t istride, int64_t cin,
                                    const float* w, const float* a, const float* b,
                                    float* out, int64_t ostride, int64_t q0) {
   vecw acc[OB][XV];
@@ -108,16 +133,46 @@ static inline void pointwise_block(const float* in, int64_t istride, int64_t cin
   }
 }
 
+// Whether the kernels blocked OB outputs x XV vectors finish a range of positions
+// with blocks of two vectors and one (so ranges are a multiple of VW), or round it up
+// to whole blocks of VW * XV positions. Those smaller blocks keep OB * 2 and OB
+// accumulators: with OB >= 4 that still keeps most of the FMA units busy, and costs
+// less than computing up to XV - 1 vectors of padding (e.g. 8 of the 72 positions a
+// 7x7 map's 63 padded ones are rounded to); with fewer outputs it would not.
+template <int OB, int XV>
+constexpr bool kTails = OB >= 4 && XV > 1;
+
+// Positions of a range as a kernel blocked OB x XV takes them: VW, or VW * XV
+// (kTails).
+template <int OB, int XV>
+constexpr int64_t positions_quantum() { return kTails<OB, XV> ? VW : VW * XV; }
+
+// blocks(q0, xv) over positions [q_begin, q_end), a multiple of positions_quantum<OB,
+// XV>(): blocks of xv = XV vectors, then (kTails) the rest in blocks of 2 and 1; xv is a
+// std::integral_constant.
+template <int OB, int XV, typename F>
+static inline void over_positions(int64_t q_begin, int64_t q_end, F&& blocks) {
+  int64_t q0 = q_begin;
+  for (; q0 + VW * XV <= q_end; q0 += VW * XV) blocks(q0, std::integral_constant<int, XV>());
+  if constexpr (kTails<OB, XV>) {
+    if constexpr (XV > 2)
+      for (; q0 + VW * 2 <= q_end; q0 += VW * 2) blocks(q0, std::integral_constant<int, 2>());
+    for (; q0 < q_end; q0 += VW) blocks(q0, std::integral_constant<int, 1>());
+  }
+}
+
 // All `cout` outputs (a multiple of OB) of a 1x1 conv + affine + act over positions
-// [0, n), a multiple of VW * XV, of `cin` input rows `istride` floats apart.
+// [0, n), a multiple of positions_quantum<OB, XV>(), of `cin` input rows `istride`
+// floats apart.
 template <int OB, int XV, int ACT>
 static void pointwise_group(const float* in, int64_t istride, int64_t cin, const float* w,
                             const float* a, const float* b, int64_t cout, float* out,
                             int64_t ostride, int64_t n) {
-  for (int64_t q0 = 0; q0 < n; q0 += VW * XV)
+  over_positions<OB, XV>(0, n, [&](int64_t q0, auto xv) {
     for (int64_t o = 0; o + OB <= cout; o += OB)
-      pointwise_block<OB, XV, ACT>(in, istride, cin, w + o * cin, a + o, b + o,
-                                   out + o * ostride, ostride, q0);
+      pointwise_block<OB, decltype(xv)::value, ACT>(in, istride, cin, w + o * cin, a + o,
+                                                    b + o, out + o * ostride, ostride, q0);
+  });
 }
 
 // OB outputs x VW * XV flat positions of a 3x3, stride-1 convolution over zero-padded
@@ -126,7 +181,7 @@ static void pointwise_group(const float* in, int64_t istride, int64_t cin, const
 //   in: `cin` padded planes, `plane` floats apart; w: (OB, cin, 9) weights, `wstride`
 //   floats per output; out: OB rows, `ostride` floats apart.
 template <int OB, int XV>
-static inline void conv3x3_block(const float* in, int64_t plane, int64_t cin, int64_t wp,
+__attribute__((noinline)) static void conv3x3_block(const float* in, int64_t plane, int64_t cin, int64_t wp,
                                  const float* w, int64_t wstride, float* out,
                                  int64_t ostride, int64_t q0) {
   vecw acc[OB][XV];
@@ -152,16 +207,17 @@ static inline void conv3x3_block(const float* in, int64_t plane, int64_t cin, in
 }
 
 // All `cout` outputs of one group over flat positions [q_begin, q_end), a multiple
-// of VW * XV (cout is a multiple of OB).
+// of positions_quantum<OB, XV>() (cout is a multiple of OB).
 template <int OB, int XV>
 static void conv3x3_group(const float* in, int64_t plane, int64_t cin, int64_t wp,
                           const float* w, int64_t cout, float* out, int64_t ostride,
                           int64_t q_begin, int64_t q_end) {
   const int64_t wstride = cin * 9;
-  for (int64_t q0 = q_begin; q0 < q_end; q0 += VW * XV)
+  over_positions<OB, XV>(q_begin, q_end, [&](int64_t q0, auto xv) {
     for (int64_t o = 0; o + OB <= cout; o += OB)
-      conv3x3_block<OB, XV>(in, plane, cin, wp, w + o * wstride, wstride, out + o * ostride,
-                            ostride, q0);
+      conv3x3_block<OB, decltype(xv)::value>(in, plane, cin, wp, w + o * wstride, wstride,
+                                             out + o * ostride, ostride, q0);
+  });
 }
 
 // For OB outputs o: dst[o][p] += sum_t w[o * cin + t] * src[t * sstride + p], p < n
