@@ -78,7 +78,7 @@ namespace {
 
 // Floats after each padded plane of the LGC kernel's window: the 1x1 and 3x3 kernels
 // work on whole chunks of positions (at most 192), so the last chunk reads and writes
-// past the last output; the 3x3 taps reach 2 * (w + 2) + 2 positions further.
+// past the last output; the 3x3 taps reach 2 * (w + 1) + 1 positions further.
 constexpr int64_t kTail = 2 + 192;
 // A multiple of every chunk of positions (8 floats x 3, 4, 6 or 12 vectors; 16 floats
 // x 2, 4, 6 or 12 vectors: see with_block).
@@ -338,14 +338,16 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
     conv = PICK(isa, conv3x3_group<OB, XV>);
   });
 
-  const int64_t hw = h * w, wp = w + 2, oper = growth / groups;
+  const int64_t hw = h * w, wp = w + 1, oper = growth / groups;
   // Each task streams over a range of rows, `band` rows at a time. A window holds
-  // band + 2 zero-padded rows of the 1x1 conv's c4 output channels: the band's rows
-  // and one row above and below, the 3x3 conv's input. The window stays in the cache:
-  // the 1x1 conv's output never goes to memory.
+  // band + 2 rows of the 1x1 conv's c4 output channels: the band's rows and one row
+  // above and below, the 3x3 conv's input. Each channel's plane is a 0, then rows of
+  // w outputs and a 0 (wp = w + 1 floats): one zero column is the right padding of a
+  // row and the left padding of the next. The window stays in the cache: the 1x1
+  // conv's output never goes to memory.
   const int64_t band = std::min(h, std::max<int64_t>((kBandPositions + wp - 1) / wp,
                                                       kWindowFloats / (c4 * wp) - 2));
-  const int64_t win_plane = (band + 2) * wp + kTail;
+  const int64_t win_plane = 1 + (band + 2) * wp + kTail;
   const int64_t out_stride = (band * wp + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
   // One task per thread, even where one band would hold the whole map (the 28x28 to
   // 7x7 maps of the last blocks): each task recomputes the 1x1 conv of the row above
@@ -384,7 +386,7 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
           // (+ 16: the last row's vector may write that far past a plane; see pack_rows)
           float* tile = workspace.get(0, pi * len + 16);
           float* dense = unpadded ? workspace.get(3, po * len + 16) : nullptr;
-          float* dst = win + (slot + lo - row) * wp;
+          float* dst = win + 1 + (slot + lo - row) * wp;
           for (int64_t g = 0; g < groups; ++g) {
             for (int64_t t = 0; t < pi; ++t) {
               const int64_t j = g * pi + t;
@@ -406,15 +408,17 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
             }
           }
         }
-        for (int64_t c = 0; c < c4; ++c)
+        for (int64_t c = 0; c < c4; ++c) {
+          win[c * win_plane] = 0.f;
           for (int64_t r = 0; r < rows; ++r) {
-            float* line = win + c * win_plane + (slot + r) * wp;
+            float* line = win + c * win_plane + 1 + (slot + r) * wp;
             if (row + r < lo || row + r >= hi) {
               std::fill(line, line + wp, 0.f);
             } else {
-              line[0] = line[w + 1] = 0.f;
+              line[w] = 0.f;
             }
           }
+        }
       };
       for (int64_t task = t0; task < t1; ++task) {
         const int64_t begin = task * h / tasks, end = (task + 1) * h / tasks;
@@ -424,7 +428,7 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
             conv1x1_rows(0, r0 - 1, rows + 2);
           } else {  // the previous band's last two rows move to the top
             for (int64_t c = 0; c < c4; ++c)
-              std::memmove(win + c * win_plane, win + c * win_plane + band * wp,
+              std::memmove(win + c * win_plane + 1, win + c * win_plane + 1 + band * wp,
                            2 * wp * sizeof(float));
             conv1x1_rows(2, r0 + 1, rows);
           }

@@ -70,20 +70,19 @@ static inline void act_span(float* dst, const float* src, int64_t n, float a, fl
   }
 }
 
-// `rows` rows of a dense plane (w floats each, from src) as zero-padded rows of w + 2
-// in dst: act(src * a + b) inside, 0 in the two padding columns; dst[rows * (w + 2), n)
-// is zeroed. A row's last vector (act_span) may write past it into the next row's
-// padding and data, which that row then overwrites; the last row's spill stays below
-// dst + max(n, rows * (w + 2) + VW).
+// `rows` rows of a dense plane (w floats each, from src) as rows of w + 1 floats in
+// dst: act(src * a + b), then a 0 (a 3x3 conv's padding column: the right one of its
+// row and the left one of the next); dst[rows * (w + 1), n) is zeroed. A row's last
+// vector (act_span) may write past it into the padding and the next row, which that
+// row then overwrites; the last row's spill stays below
+// dst + max(n, rows * (w + 1) + VW).
 template <int ACT>
 static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int64_t n,
                       float a, float b, const float* limit) {
-  const int64_t wp = w + 2;
+  const int64_t wp = w + 1;
   for (int64_t r = 0; r < rows; ++r) {
-    float* d = dst + r * wp;
-    act_span<ACT>(d + 1, src + r * w, w, a, b, limit);
-    d[0] = 0.f;
-    d[w + 1] = 0.f;
+    act_span<ACT>(dst + r * wp, src + r * w, w, a, b, limit);
+    dst[r * wp + w] = 0.f;
   }
   for (int64_t q = rows * wp; q < n; ++q) dst[q] = 0.f;
 }
@@ -97,13 +96,13 @@ static void pack_span(float* dst, const float* src, int64_t m, int64_t n, float 
   for (int64_t q = m; q < n; ++q) dst[q] = 0.f;
 }
 
-// `rows` rows of w floats (dense, from src) into rows of w + 2 floats from dst + 1 (a
-// zero-padded plane's, whose padding columns the caller then zeroes). Whole vectors:
-// each row's last one reads up to VW - 1 floats past it and writes as far past it, into
-// the padding and the next row, which that row then overwrites.
+// `rows` rows of w floats (dense, from src) into rows of w + 1 floats at dst (a padded
+// plane's, whose padding column the caller then zeroes). Whole vectors: each row's
+// last one reads up to VW - 1 floats past it and writes as far past it, into the
+// padding and the next row, which that row then overwrites.
 static void unpad_rows(float* dst, const float* src, int64_t rows, int64_t w) {
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t x = 0; x < w; x += VW) storew(dst + r * (w + 2) + 1 + x, loadw(src + r * w + x));
+    for (int64_t x = 0; x < w; x += VW) storew(dst + r * (w + 1) + x, loadw(src + r * w + x));
 }
 
 // OB outputs x VW * XV positions of a 1x1 conv followed by a per-output affine map (an
@@ -149,11 +148,16 @@ constexpr int64_t positions_quantum() { return kTails<OB, XV> ? VW : VW * XV; }
 
 // blocks(q0, xv) over positions [q_begin, q_end), a multiple of positions_quantum<OB,
 // XV>(): blocks of xv = XV vectors, then (kTails) the rest in blocks of 2 and 1; xv is a
-// std::integral_constant.
+// std::integral_constant. A block of one vector takes about as long as one of two (its
+// OB accumulators wait on the FMA latency), so with XV = 3 a single vector left over
+// joins the last block of 3 as two blocks of 2.
 template <int OB, int XV, typename F>
 static inline void over_positions(int64_t q_begin, int64_t q_end, F&& blocks) {
   int64_t q0 = q_begin;
-  for (; q0 + VW * XV <= q_end; q0 += VW * XV) blocks(q0, std::integral_constant<int, XV>());
+  int64_t full = (q_end - q_begin) / (VW * XV);
+  if constexpr (kTails<OB, XV> && XV == 3)
+    if (full > 0 && (q_end - q_begin) % (VW * XV) == VW) --full;
+  for (; full > 0; --full, q0 += VW * XV) blocks(q0, std::integral_constant<int, XV>());
   if constexpr (kTails<OB, XV>) {
     if constexpr (XV > 2)
       for (; q0 + VW * 2 <= q_end; q0 += VW * 2) blocks(q0, std::integral_constant<int, 2>());
@@ -176,8 +180,11 @@ static void pointwise_group(const float* in, int64_t istride, int64_t cin, const
 }
 
 // OB outputs x VW * XV flat positions of a 3x3, stride-1 convolution over zero-padded
-// planes, accumulated in registers. Flat position q = r * (w + 2) + x; the two
-// positions per row with x >= w are computed and discarded by the caller.
+// planes whose rows are wp floats apart, accumulated in registers:
+// out[o][q] = sum_t,ky,kx w[o][t][ky][kx] * in[t * plane + q + ky * wp + kx]. With the
+// planes laid out as lgc_conv_'s window (a 0, then rows of w inputs and a 0), flat
+// position q = r * wp + x is output (r, x); the position per row with x = w is
+// computed and discarded by the caller.
 //   in: `cin` padded planes, `plane` floats apart; w: (OB, cin, 9) weights, `wstride`
 //   floats per output; out: OB rows, `ostride` floats apart.
 template <int OB, int XV>
