@@ -10,8 +10,8 @@
 //   gather + BN + act of the group's inputs is packed into a tile, and a
 //   register-blocked 1x1 kernel over the tile applies conv_2's BN and act in its
 //   epilogue and writes each filter into its shuffled channel's rows of a zero-padded
-//   window (no shuffle pass; on narrow maps, whose 2 padding columns per row would
-//   cost many multiply-adds, it runs over the unpadded rows and a copy pads them);
+//   window (no shuffle pass; where the window's padding column would cost more
+//   multiply-adds than a copy, it runs over the unpadded rows and a copy pads them);
 //   a direct register-blocked 3x3 kernel reads the window. The 1x1 conv's output
 //   stays in the cache.
 // * se_: the squeeze-excite of the new channels (later blocks), in place.
@@ -375,10 +375,10 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
         const int64_t lo = std::max<int64_t>(row, 0), hi = std::min(h, row + rows);
         if (lo < hi) {
           // The 1x1 conv over the padded rows (its output lands in the window as it is)
-          // or, where that computes many more positions (narrow maps: 2 padding columns
-          // per row of w), over the dense rows into `dense`, then copied into the window
-          // rows (about one vector copy per vector of positions, against pi
-          // multiply-adds per position saved).
+          // or, where that computes many more positions (narrow maps: a padding column
+          // per row of w, and the rounding to whole blocks), over the dense rows into
+          // `dense`, then copied into the window rows (about one vector copy per vector
+          // of positions, against pi multiply-adds per position saved).
           const int64_t padded = round_up((hi - lo) * wp, gemm_chunk);
           const int64_t packed = round_up((hi - lo) * w, gemm_chunk);
           const bool unpadded = (padded - packed) * pi > packed;
