@@ -314,27 +314,24 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
                           const float*, int64_t, float*, int64_t, int64_t);
   using ConvFn = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t,
                           float*, int64_t, int64_t, int64_t);
-  using SpanFn = void (*)(float*, const float*, int64_t, int64_t, float, float, const float*);
   PackFn pack = nullptr;
-  SpanFn pack_dense = nullptr;
   GemmFn gemm = nullptr;
   ConvFn conv = nullptr;
   auto unpad = PICK(isa, unpad_rows);
-  int64_t gemm_chunk = 0, conv_chunk = 0;
+  int64_t gemm_quantum = 0, conv_quantum = 0;
   with_act(act, op, [&](auto a) {
     pack = PICK(isa, pack_rows<decltype(a)::value>);
-    pack_dense = PICK(isa, pack_span<decltype(a)::value>);
   });
   with_block(po, false, width == 16, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-    gemm_chunk = PICK(isa, positions_quantum<OB, XV>)();
+    gemm_quantum = PICK(isa, positions_quantum<OB, XV>)();
     with_act(act_2, op, [&](auto a) {
       gemm = PICK(isa, pointwise_group<OB, XV, decltype(a)::value>);
     });
   });
   with_block(growth / groups, true, width == 16, [&](auto ob, auto xv) {
     constexpr int OB = decltype(ob)::value, XV = decltype(xv)::value;
-    conv_chunk = PICK(isa, positions_quantum<OB, XV>)();
+    conv_quantum = PICK(isa, positions_quantum<OB, XV>)();
     conv = PICK(isa, conv3x3_group<OB, XV>);
   });
 
@@ -348,7 +345,7 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
   const int64_t band = std::min(h, std::max<int64_t>((kBandPositions + wp - 1) / wp,
                                                       kWindowFloats / (c4 * wp) - 2));
   const int64_t win_plane = 1 + (band + 2) * wp + kTail;
-  const int64_t out_stride = (band * wp + kChunkLcm - 1) / kChunkLcm * kChunkLcm;
+  const int64_t out_stride = round_up(band * wp, kChunkLcm);
   // One task per thread, even where one band would hold the whole map (the 28x28 to
   // 7x7 maps of the last blocks): each task recomputes the 1x1 conv of the row above
   // and below its rows, less than the time a second thread saves.
@@ -379,33 +376,31 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
           // per row of w, and the rounding to whole blocks), over the dense rows into
           // `dense`, then copied into the window rows (about one vector copy per vector
           // of positions, against pi multiply-adds per position saved).
-          const int64_t padded = round_up((hi - lo) * wp, gemm_chunk);
-          const int64_t packed = round_up((hi - lo) * w, gemm_chunk);
+          const int64_t padded = round_up((hi - lo) * wp, gemm_quantum);
+          const int64_t packed = round_up((hi - lo) * w, gemm_quantum);
           const bool unpadded = (padded - packed) * pi > packed;
           const int64_t len = unpadded ? packed : padded;
           // (+ 16: the last row's vector may write that far past a plane; see pack_rows)
           float* tile = workspace.get(0, pi * len + 16);
           float* dense = unpadded ? workspace.get(3, po * len + 16) : nullptr;
           float* dst = win + 1 + (slot + lo - row) * wp;
+          // Unpadded, the rows are packed as one row of (hi - lo) * w floats (the zero
+          // pack_rows writes after it falls in the rounding up to len, else on the next
+          // tile row, packed after it, or in the + 16).
+          const int64_t tile_rows = unpadded ? 1 : hi - lo;
+          const int64_t tile_w = unpadded ? (hi - lo) * w : w;
           for (int64_t g = 0; g < groups; ++g) {
             for (int64_t t = 0; t < pi; ++t) {
               const int64_t j = g * pi + t;
-              const float* src = img + idx[j] * hw + lo * w;
-              if (unpadded) {
-                pack_dense(tile + t * len, src, (hi - lo) * w, len, sc[j], sh[j], buf_end);
-              } else {
-                pack(tile + t * len, src, hi - lo, w, len, sc[j], sh[j], buf_end);
-              }
+              pack(tile + t * len, img + idx[j] * hw + lo * w, tile_rows, tile_w, len, sc[j],
+                   sh[j], buf_end);
             }
-            if (unpadded) {
-              gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
-                   shift_2.data() + g * po, po, dense, len, len);
+            gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
+                 shift_2.data() + g * po, po, unpadded ? dense : dst + g * win_plane,
+                 unpadded ? len : groups * win_plane, len);
+            if (unpadded)
               for (int64_t k = 0; k < po; ++k)
                 unpad(dst + (k * groups + g) * win_plane, dense + k * len, hi - lo, w);
-            } else {
-              gemm(tile, len, pi, mw + g * po * pi, scale_2.data() + g * po,
-                   shift_2.data() + g * po, po, dst + g * win_plane, groups * win_plane, len);
-            }
           }
         }
         for (int64_t c = 0; c < c4; ++c) {
@@ -434,7 +429,7 @@ void lgc_conv_(const at::Tensor& buf, int64_t channels, const at::Tensor& index,
           }
           // The grouped 3x3 conv over the window, per group: output row r0 + j is
           // centred on window row j + 1.
-          const int64_t q = (rows * wp + conv_chunk - 1) / conv_chunk * conv_chunk;
+          const int64_t q = round_up(rows * wp, conv_quantum);
           for (int64_t g = 0; g < groups; ++g)
             conv(win + g * cin * win_plane, win_plane, cin, wp, cw + g * oper * cin * 9, oper,
                  out + g * oper * out_stride, out_stride, 0, q);

@@ -87,15 +87,6 @@ static void pack_rows(float* dst, const float* src, int64_t rows, int64_t w, int
   for (int64_t q = rows * wp; q < n; ++q) dst[q] = 0.f;
 }
 
-// The first m floats from src as act(src * a + b) in dst, the rest of dst[0, n) zeroed
-// (n >= m rounded up to a whole vector: the spill of act_span stays within it).
-template <int ACT>
-static void pack_span(float* dst, const float* src, int64_t m, int64_t n, float a, float b,
-                      const float* limit) {
-  act_span<ACT>(dst, src, m, a, b, limit);
-  for (int64_t q = m; q < n; ++q) dst[q] = 0.f;
-}
-
 // `rows` rows of w floats (dense, from src) into rows of w + 1 floats at dst (a padded
 // plane's, whose padding column the caller then zeroes). Whole vectors: each row's
 // last one reads up to VW - 1 floats past it and writes as far past it, into the
@@ -109,10 +100,11 @@ static void unpad_rows(float* dst, const float* src, int64_t rows, int64_t w) {
 // eval-mode BN) and an activation:
 // out[o][q] = act((sum_t w[o * cin + t] * in[t * istride + q]) * a[o] + b[o]); output o
 // is `ostride` floats after output o - 1.
+// (Out of line: inlined into over_positions' loop, GCC spills the accumulators.)
 template <int OB, int XV, int ACT>
-__attribute__((noinline)) static void pointwise_block(const float* in, int64_t istride, int64_t cin,
-                                   const float* w, const float* a, const float* b,
-                                   float* out, int64_t ostride, int64_t q0) {
+__attribute__((noinline)) static void pointwise_block(
+    const float* in, int64_t istride, int64_t cin, const float* w, const float* a,
+    const float* b, float* out, int64_t ostride, int64_t q0) {
   vecw acc[OB][XV];
   for (int o = 0; o < OB; ++o)
     for (int v = 0; v < XV; ++v) acc[o][v] = splatw(0.f);
@@ -187,10 +179,11 @@ static void pointwise_group(const float* in, int64_t istride, int64_t cin, const
 // computed and discarded by the caller.
 //   in: `cin` padded planes, `plane` floats apart; w: (OB, cin, 9) weights, `wstride`
 //   floats per output; out: OB rows, `ostride` floats apart.
+// (Out of line, as pointwise_block.)
 template <int OB, int XV>
-__attribute__((noinline)) static void conv3x3_block(const float* in, int64_t plane, int64_t cin, int64_t wp,
-                                 const float* w, int64_t wstride, float* out,
-                                 int64_t ostride, int64_t q0) {
+__attribute__((noinline)) static void conv3x3_block(
+    const float* in, int64_t plane, int64_t cin, int64_t wp, const float* w,
+    int64_t wstride, float* out, int64_t ostride, int64_t q0) {
   vecw acc[OB][XV];
   for (int o = 0; o < OB; ++o)
     for (int v = 0; v < XV; ++v) acc[o][v] = splatw(0.f);
