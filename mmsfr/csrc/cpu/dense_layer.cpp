@@ -472,8 +472,8 @@ void sfr_(const at::Tensor& buf, int64_t channels, int64_t growth,
   const float* sc = bn.scale.data();
   const float* sh = bn.shift.data();
   const float* mw = weight.data_ptr<float>();
-  auto axpy4 = PICK(isa, axpy16<4>);
-  auto axpy1 = PICK(isa, axpy16<1>);
+  auto axpy4 = PICK(isa, axpy_rows<4>);
+  auto axpy1 = PICK(isa, axpy_rows<1>);
   const int64_t tile =
       balanced_tile(hw, std::max<int64_t>(1, std::min(kSfrTile, kPackFloats / growth)));
   for (int64_t b = 0; b < n; ++b) {

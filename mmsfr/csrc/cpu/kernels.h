@@ -220,41 +220,73 @@ static void conv3x3_group(const float* in, int64_t plane, int64_t cin, int64_t w
   });
 }
 
-// For OB outputs o: dst[o][p] += sum_t w[o * cin + t] * src[t * sstride + p], p < n
-// (dst[o]: the row of output o). Positions in vectors of VW * XV, the rest one by one.
-template <int OB, int XV>
-static void axpy_block(float* const* dst, const float* src, int64_t sstride,
-                       const float* w, int64_t cin, int64_t n) {
-  int64_t p = 0;
-  for (; p + VW * XV <= n; p += VW * XV) {
-    vecw acc[OB][XV];
-    for (int o = 0; o < OB; ++o)
-      for (int v = 0; v < XV; ++v) acc[o][v] = loadw(dst[o] + p + VW * v);
-    for (int64_t t = 0; t < cin; ++t) {
-      vecw s[XV];
-      for (int v = 0; v < XV; ++v) s[v] = loadw(src + t * sstride + p + VW * v);
-      for (int o = 0; o < OB; ++o) {
-        const vecw wv = splatw(w[o * cin + t]);
-        for (int v = 0; v < XV; ++v) acc[o][v] += wv * s[v];
-      }
-    }
-    for (int o = 0; o < OB; ++o)
-      for (int v = 0; v < XV; ++v) storew(dst[o] + p + VW * v, acc[o][v]);
-  }
-  for (; p < n; ++p)
-    for (int o = 0; o < OB; ++o) {
-      float acc = dst[o][p];
-      for (int64_t t = 0; t < cin; ++t) acc += w[o * cin + t] * src[t * sstride + p];
-      dst[o][p] = acc;
-    }
+// f(std::integral_constant<int, k>()) for k in [1, MAX] (a run-time count of vectors
+// as a template argument).
+template <int MAX, typename F>
+static inline void with_count(int64_t k, F&& f) {
+  if constexpr (MAX > 1)
+    if (k < MAX) return with_count<MAX - 1>(k, f);
+  f(std::integral_constant<int, MAX>());
 }
 
-// axpy_block in vectors of 16 positions whatever the vector width (the SFR kernel's
-// tiles are multiples of 16): two 8-float vectors or one 16-float vector.
+// For OB outputs o: dst[o][p] += sum_t w[o * cin + t] * src[t * sstride + p] over XV
+// vectors of positions, at p0, p0 + VW, ..., the last one at `last` (dst[o]: the row of
+// output o). Every vector is loaded before any is stored, and they are stored in order.
+template <int OB, int XV>
+static inline void axpy_block(float* const* dst, const float* src, int64_t sstride,
+                              const float* w, int64_t cin, int64_t p0, int64_t last) {
+  int64_t at[XV];
+  for (int v = 0; v < XV; ++v) at[v] = v + 1 < XV ? p0 + VW * v : last;
+  vecw acc[OB][XV];
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < XV; ++v) acc[o][v] = loadw(dst[o] + at[v]);
+  for (int64_t t = 0; t < cin; ++t) {
+    vecw s[XV];
+    for (int v = 0; v < XV; ++v) s[v] = loadw(src + t * sstride + at[v]);
+    for (int o = 0; o < OB; ++o) {
+      const vecw wv = splatw(w[o * cin + t]);
+      for (int v = 0; v < XV; ++v) acc[o][v] += wv * s[v];
+    }
+  }
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < XV; ++v) storew(dst[o] + at[v], acc[o][v]);
+}
+
+// The SFR's update of OB distinct rows: dst[o][p] += sum_t w[o * cin + t] *
+// src[t * sstride + p] for p < n, in vectors of 16 positions (two 8-float vectors or one
+// 16-float vector: the SFR kernel's tiles are multiples of 16), then single vectors.
+// Positions past the last whole vector (n >= VW) are those of one more vector, ending
+// at n, in the last block: it loads the positions it shares with the block's other
+// vectors before they are updated and stores the same sums after them. (One by one, the
+// last positions' OB sums of cin products waited on the latency of each add.)
 template <int OB>
-static void axpy16(float* const* dst, const float* src, int64_t sstride, const float* w,
-                   int64_t cin, int64_t n) {
-  axpy_block<OB, 16 / VW>(dst, src, sstride, w, cin, n);
+static void axpy_rows(float* const* dst, const float* src, int64_t sstride, const float* w,
+                      int64_t cin, int64_t n) {
+  constexpr int XV = 16 / VW;
+  // (Local copies: the compiler then knows that the rows' stores leave them alone.)
+  float* rows[OB];
+  for (int o = 0; o < OB; ++o) rows[o] = dst[o];
+  const int64_t whole = n / VW * VW;
+  if (whole < n && n >= VW) {
+    // Blocks of XV vectors, then the 1 to XV left and the one ending at n.
+    int64_t p = 0;
+    for (; whole - p > VW * XV; p += VW * XV)
+      axpy_block<OB, XV>(rows, src, sstride, w, cin, p, p + VW * (XV - 1));
+    with_count<XV>((whole - p) / VW, [&](auto k) {
+      axpy_block<OB, decltype(k)::value + 1>(rows, src, sstride, w, cin, p, n - VW);
+    });
+    return;
+  }
+  int64_t p = 0;
+  for (; p + VW * XV <= whole; p += VW * XV)
+    axpy_block<OB, XV>(rows, src, sstride, w, cin, p, p + VW * (XV - 1));
+  for (; p < whole; p += VW) axpy_block<OB, 1>(rows, src, sstride, w, cin, p, p);
+  for (; p < n; ++p)
+    for (int o = 0; o < OB; ++o) {
+      float acc = rows[o][p];
+      for (int64_t t = 0; t < cin; ++t) acc += w[o * cin + t] * src[t * sstride + p];
+      rows[o][p] = acc;
+    }
 }
 
 // The sum of x[p] * (y ? y[p] : 1) for p < n: VW * 4 partial sums in vectors, then
