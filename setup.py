@@ -69,15 +69,17 @@ def extensions() -> dict:
                     raise
                 skip_note(f'compiling {ext.name} failed: {str(err).splitlines()[-1]}')
 
-    flags = ['-O3']
+    # (-fno-math-errno: sqrt need not set errno, so loops of it vectorise.)
+    flags, link_flags = ['-O3', '-fno-math-errno'], []
     if openmp_backend():
         flags.append('-fopenmp')
+        link_flags.append('-fopenmp')
     else:
         print('WARNING: torch does not run on OpenMP here (e.g. macOS): mmsfr._ext is '
               'built without it and its kernels run on one thread', file=sys.stderr)
     ext = CppExtension('mmsfr._ext', ['mmsfr/csrc/ops.cpp', 'mmsfr/csrc/cpu/dense_layer.cpp'],
                        depends=['mmsfr/csrc/cpu/kernels.h'], extra_compile_args=flags,
-                       extra_link_args=flags[1:], optional=True)
+                       extra_link_args=link_flags, optional=True)
     return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExtension})
 
 

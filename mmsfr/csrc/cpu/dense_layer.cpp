@@ -194,11 +194,17 @@ void with_block(int64_t outputs, bool conv3x3, bool wide, F&& f) {
   f(integral_constant<int, 1>(), integral_constant<int, 6>());
 }
 
-void check_float(const at::Tensor& t, const char* op, const char* name, int64_t dim) {
+// `t` (named `name`, or `name part` when part is given: the messages are built only on
+// failure) is a contiguous float32 CPU tensor of `dim` dims.
+void check_float(const at::Tensor& t, const char* op, const char* name, int64_t dim,
+                 const char* part = nullptr) {
+  const char* space = part != nullptr ? " " : "";
+  part = part != nullptr ? part : "";
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(),
-              op, ": ", name, " must be a contiguous float32 CPU tensor, got ",
+              op, ": ", name, space, part, " must be a contiguous float32 CPU tensor, got ",
               t.scalar_type(), " on ", t.device(), t.is_contiguous() ? "" : " (not contiguous)");
-  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must have ", dim, " dims, got ", t.sizes());
+  TORCH_CHECK(t.dim() == dim, op, ": ", name, space, part, " must have ", dim, " dims, got ",
+              t.sizes());
 }
 
 void check_index(const at::Tensor& index, int64_t limit, const char* op) {
@@ -244,10 +250,9 @@ ChannelAffine eval_batch_norm(at::TensorList norm, double eps,
   TORCH_CHECK(norm.size() == 4, op, ": ", name, " must be 4 tensors (weight, bias, ",
               "running_mean, running_var), got ", norm.size());
   for (int i = 0; i < 4; ++i) {
-    const std::string what = std::string(name) + " " + parts[i];
-    check_float(norm[i], op, what.c_str(), 1);
-    TORCH_CHECK(norm[i].numel() == channels, op, ": ", what, " must have ", channels,
-                " entries, got ", norm[i].numel());
+    check_float(norm[i], op, name, 1, parts[i]);
+    TORCH_CHECK(norm[i].numel() == channels, op, ": ", name, " ", parts[i], " must have ",
+                channels, " entries, got ", norm[i].numel());
   }
   const float* weight = norm[0].data_ptr<float>();
   const float* bias = norm[1].data_ptr<float>();

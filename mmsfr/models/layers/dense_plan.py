@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ... import ops
-from .fast_path import kernel_tensors
+from .fast_path import kernel_tensor
 from .norm_act import eval_norm
 from .se import SqueezeExcitation
 
@@ -58,7 +58,8 @@ def se_arguments(se: SqueezeExcitation) -> tuple | None:
     fc = se._modules['fc']._modules
     squeeze, excite = fc['0']._parameters, fc['2']._parameters
     w1, b1, w2, b2 = squeeze['weight'], squeeze['bias'], excite['weight'], excite['bias']
-    if w1 is None or w2 is None or not kernel_tensors(w1, b1, w2, b2):
+    if w1 is None or w2 is None or not (kernel_tensor(w1) and kernel_tensor(w2) and (
+            b1 is None or kernel_tensor(b1)) and (b2 is None or kernel_tensor(b2))):
         return None
     gate = 0 if isinstance(se._modules['gate'], nn.Sigmoid) else 1
     return w1.contiguous(), _contiguous(b1), w2.contiguous(), _contiguous(b2), gate
@@ -113,7 +114,7 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
         >>> dense_plan(layer.train(), torch.empty(1, 24, 5, 5)) is None
         True
     """
-    if not kernel_tensors(out):
+    if not kernel_tensor(out):
         return None
     # (The modules' dicts directly: this runs for every layer of every forward.)
     mods = layer._modules
@@ -130,7 +131,7 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
     if first is None or second is None or (sfr is not None and third is None):
         return None
     index = lgc._buffers['index']
-    if index.dtype != torch.int64 or not index.is_cpu:
+    if not _kernel_index(index):
         return None
     norm, eps, act, weight = first
     norm_2, eps_2, act_2, conv_weight = second
@@ -138,7 +139,7 @@ def dense_plan(layer: nn.Module, out: torch.Tensor) -> DensePlan | None:
     sfr_args = None
     if sfr is not None:
         sfr_index = sfr._buffers['index']
-        if sfr_index.dtype != torch.int64 or not sfr_index.is_cpu:
+        if not _kernel_index(sfr_index):
             return None
         sfr_args = (*third, sfr.groups, sfr_index)
     return DensePlan(lgc_args, se, None if se is None else se_arguments(se), sfr_args)
@@ -156,13 +157,23 @@ def _kernel_unit(part: nn.Module) -> tuple[list[torch.Tensor], float, int, torch
     norm = eval_norm(mods['norm'])
     if act is None or norm is None:
         return None
-    *tensors, eps = norm
-    weight = mods['conv']._parameters['weight']
-    for t in (*tensors, weight):
-        if t is None or t.dtype is not torch.float32 or not t.is_cpu:
-            return None
+    weight, bias, mean, var, eps = norm
+    conv_weight = mods['conv']._parameters['weight']
+    if weight is None or bias is None or conv_weight is None or not (
+            kernel_tensor(weight) and kernel_tensor(bias) and kernel_tensor(mean)
+            and kernel_tensor(var) and kernel_tensor(conv_weight)):
+        return None
     # (No copy of a contiguous tensor; a conv weight of a channels_last model is not.)
-    return [t.contiguous() for t in tensors], eps, act, weight.contiguous()
+    return ([weight.contiguous(), bias.contiguous(), mean.contiguous(), var.contiguous()],
+            eps, act, conv_weight.contiguous())
+
+
+def _kernel_index(t: torch.Tensor) -> bool:
+    """Whether ``t`` is an int64 CPU tensor (an index the kernels take)."""
+    return t.dtype is _INT64 and t.is_cpu
+
+
+_INT64 = torch.int64
 
 
 def run_plan(plan: DensePlan, out: torch.Tensor, channels: int, growth: int) -> None:

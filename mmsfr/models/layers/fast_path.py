@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ...utils.compat import is_compiling, traces_mmsfr_operators
 
-__all__ = ['inference_fast_path', 'kernel_tensors', 'traced_inference']
+__all__ = ['inference_fast_path', 'kernel_tensor', 'kernel_tensors', 'traced_inference']
 
 
 def _any_autocast() -> bool:
@@ -62,12 +62,25 @@ def traced_inference() -> bool:
 _TRACES_OPERATORS = traces_mmsfr_operators()
 
 
+def kernel_tensor(t: torch.Tensor) -> bool:
+    """Whether ``t`` is float32 on the CPU, the only type mmsfr's C++ operators take.
+
+    Example:
+        >>> kernel_tensor(torch.zeros(2)), kernel_tensor(torch.zeros(2).double())
+        (True, False)
+    """
+    return t.dtype is _FLOAT32 and t.is_cpu
+
+
 def kernel_tensors(*tensors: torch.Tensor | None) -> bool:
-    """Whether every tensor given is float32 on the CPU, the only type mmsfr's C++
-    operators take (None, an absent optional tensor, is skipped).
+    """Whether every tensor given is float32 on the CPU (:func:`kernel_tensor`; None, an
+    absent optional tensor, is skipped).
 
     Example:
         >>> kernel_tensors(torch.zeros(2), None), kernel_tensors(torch.zeros(2).double())
         (True, False)
     """
-    return all(t is None or (t.dtype is torch.float32 and t.is_cpu) for t in tensors)
+    return all(t is None or kernel_tensor(t) for t in tensors)
+
+
+_FLOAT32 = torch.float32
