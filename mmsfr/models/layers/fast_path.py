@@ -69,7 +69,7 @@ def kernel_tensor(t: torch.Tensor) -> bool:
         >>> kernel_tensor(torch.zeros(2)), kernel_tensor(torch.zeros(2).double())
         (True, False)
     """
-    return t.dtype is _FLOAT32 and t.is_cpu
+    return t.dtype is torch.float32 and t.is_cpu
 
 
 def kernel_tensors(*tensors: torch.Tensor | None) -> bool:
@@ -82,5 +82,3 @@ def kernel_tensors(*tensors: torch.Tensor | None) -> bool:
     """
     return all(t is None or kernel_tensor(t) for t in tensors)
 
-
-_FLOAT32 = torch.float32
