@@ -5,6 +5,7 @@ Example:
     python bench/onnx_latency.py              # 224: batch 1 / 1 thread, 1 / 2, 8 / 1
     python bench/onnx_latency.py --threads 2  # only batch 1, 2 threads
     python bench/onnx_latency.py --batch 8    # only batch 8, 1 thread
+    python bench/onnx_latency.py --batch 8 --tuned-malloc  # glibc keeps freed memory
     python bench/onnx_latency.py --quick      # CI smoke mode: 64x64, 1 round
 
 Every model runs with random weights on the same input: torchvision MobileNetV2,
@@ -55,6 +56,12 @@ onnxruntime <= 1.0x torchvision ShuffleNetV2 1.5x in onnxruntime. The other sett
 are reported without targets, and the exit code does not depend on them. Every
 graph's output is compared with its PyTorch model's (max relative difference,
 <= 1e-4, else exit code 1), next to its node count.
+
+``--tuned-malloc``: as in ``bench/latency_224.py``, re-run with glibc's malloc keeping
+freed memory. onnxruntime keeps its own arena, but an eager forward gets its large
+tensors from glibc: by default fresh mmaps, whose pages fault in on every forward. At
+batch 8 those faults can take more time than the eager models' arithmetic, and how
+much varies from run to run; the first output line names the allocator used.
 """
 from __future__ import annotations
 
@@ -66,8 +73,9 @@ import torch
 import torchvision
 from torch import nn
 
-from _common import (base_parser, build, check_positive, condensed, deploy_copy, gemm_gflops,
-                     kernels_status, macs, print_table, rel_diff, time_interleaved, verdict)
+from _common import (add_malloc_arg, apply_malloc_arg, base_parser, build, check_positive,
+                     condensed, deploy_copy, gemm_gflops, kernels_status, macs, print_table,
+                     rel_diff, time_interleaved, verdict)
 from mmsfr.deployment import ExportModule, export_dynamic, onnx_op_counts, specialise
 from mmsfr.deployment._onnx import cpu_session, onnx, ort
 
@@ -190,11 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              'three settings)')
     parser.add_argument('--size', type=int, default=224,
                         help='input height and width (default 224; the targets are for 224)')
+    add_malloc_arg(parser)
     args = parser.parse_args(argv)
     check_positive(parser, args, *(n for n in ('threads', 'batch')
                                    if getattr(args, n) is not None))
     if args.size < 32:
         parser.error(f'--size must be >= 32 (five stride-2 stages), got {args.size}')
+    malloc = apply_malloc_arg(args)
     torch.set_num_threads(1)  # building, condensing and exporting (each setting sets its own)
     torch.manual_seed(0)
     size = 64 if args.quick else args.size
@@ -209,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f'input Nx3x{size}x{size}, {repeats} interleaved rounds after {warmup} warm-up; '
           f'onnxruntime {ort.__version__} (CPU execution provider), torch '
           f'{torch.__version__}; graphs: torch.onnx.export(dynamo=True), opset {OPSET}, '
-          f'fixed shapes; deploy CondenseNetV2 layers in PyTorch: {kernels_status()}')
+          f'fixed shapes; allocator: {malloc}; deploy CondenseNetV2 layers in PyTorch: '
+          f'{kernels_status()}')
     results, worst = {}, {name: 0.0 for name in models}
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_graphs(models, size, sorted({b for b, _ in runs}), Path(tmp))

@@ -38,6 +38,10 @@ SCRIPTS = {
 }
 #: Scripts that report figures without targets to check.
 NO_TARGETS = {'onnx_detector.py'}
+#: Options a script's smoke run also checks (each run costs minutes: one run covers them),
+#: with the text they print.
+OPTIONS = {'onnx_latency.py': (['--tuned-malloc'],
+                               'allocator: glibc.malloc.mmap_threshold=4294967296')}
 
 
 def run(*args):
@@ -47,8 +51,10 @@ def run(*args):
 
 @pytest.mark.parametrize('script', sorted(SCRIPTS))
 def test_benchmark_runs_in_quick_mode(script):
-    out = run(f'bench/{script}', '--quick')
+    options, printed = OPTIONS.get(script, ([], ''))
+    out = run(f'bench/{script}', '--quick', *options)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert printed in out.stdout
     for text in SCRIPTS[script]:
         assert text in out.stdout, (text, out.stdout)
     if script not in NO_TARGETS:
