@@ -81,4 +81,3 @@ def kernel_tensors(*tensors: torch.Tensor | None) -> bool:
         (True, False)
     """
     return all(t is None or kernel_tensor(t) for t in tensors)
-
