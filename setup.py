@@ -78,8 +78,8 @@ def extensions() -> dict:
         print('WARNING: torch does not run on OpenMP here (e.g. macOS): mmsfr._ext is '
               'built without it and its kernels run on one thread', file=sys.stderr)
     ext = CppExtension('mmsfr._ext', ['mmsfr/csrc/ops.cpp', 'mmsfr/csrc/cpu/dense_layer.cpp'],
-                       depends=['mmsfr/csrc/cpu/kernels.h'], extra_compile_args=flags,
-                       extra_link_args=link_flags, optional=True)
+                       depends=['mmsfr/csrc/cpu/dense_layer.h', 'mmsfr/csrc/cpu/kernels.h'],
+                       extra_compile_args=flags, extra_link_args=link_flags, optional=True)
     return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExtension})
 
 

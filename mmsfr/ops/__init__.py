@@ -2,7 +2,9 @@
 
 * :mod:`.loading`: loads ``mmsfr._ext`` and holds the per-thread switch
   (:func:`native_kernels`, ``MMSFR_NATIVE=0``);
-* :mod:`.dense_layer`: one typed wrapper per operator.
+* :mod:`.dense_layer`: one typed wrapper per operator, which calls the kernel through
+  the extension's own binding in plain eager code (:func:`plain_eager`) and through the
+  dispatcher otherwise.
 
 Example:
     >>> from mmsfr import ops
@@ -10,10 +12,12 @@ Example:
     True
 """
 from .dense_layer import (ISAS, avg_pool2x2_, best_isa, isa, lgc_conv_, linear_,
-                          parallel_threads, se_, set_avx2, set_isa, sfr_, uses_avx2)
-from .loading import (API_VERSION, REQUIRED, STATUS, native_available, native_enabled,
-                      native_kernels)
+                          parallel_threads, plain_eager, se_, set_avx2, set_isa, sfr_,
+                          uses_avx2)
+from .loading import (API_VERSION, KERNELS, REQUIRED, STATUS, native_available,
+                      native_enabled, native_kernels)
 
-__all__ = ['API_VERSION', 'ISAS', 'REQUIRED', 'STATUS', 'avg_pool2x2_', 'best_isa', 'isa',
-           'lgc_conv_', 'linear_', 'native_available', 'native_enabled', 'native_kernels',
-           'parallel_threads', 'se_', 'set_avx2', 'set_isa', 'sfr_', 'uses_avx2']
+__all__ = ['API_VERSION', 'ISAS', 'KERNELS', 'REQUIRED', 'STATUS', 'avg_pool2x2_',
+           'best_isa', 'isa', 'lgc_conv_', 'linear_', 'native_available', 'native_enabled',
+           'native_kernels', 'parallel_threads', 'plain_eager', 'se_', 'set_avx2', 'set_isa',
+           'sfr_', 'uses_avx2']

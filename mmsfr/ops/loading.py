@@ -3,7 +3,8 @@
 ``pip install --no-build-isolation -e .`` (``make setup``) compiles ``mmsfr/csrc`` into
 ``mmsfr._ext``; importing it registers the operators with PyTorch's dispatcher as
 ``torch.ops.mmsfr.*`` (schemas in ``mmsfr/csrc/ops.cpp``, CPU kernels in
-``mmsfr/csrc/cpu/``). They run on torch's intra-op threads when built with OpenMP
+``mmsfr/csrc/cpu/``), whose CPU kernels the module also binds as its own functions
+(:data:`KERNELS`). They run on torch's intra-op threads when built with OpenMP
 (``setup.py`` adds it where torch runs on OpenMP, e.g. Linux); a build without it
 (e.g. macOS) runs them on one thread, and loading it warns when torch uses more.
 
@@ -30,20 +31,25 @@ import importlib
 import os
 import threading
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
-__all__ = ['API_VERSION', 'REQUIRED', 'STATUS', 'native_available', 'native_enabled',
-           'native_kernels']
+__all__ = ['API_VERSION', 'KERNELS', 'REQUIRED', 'STATUS', 'native_available',
+           'native_enabled', 'native_kernels']
 
 #: The operators this version of mmsfr calls (``torch.ops.mmsfr.<name>``).
 REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'linear_', 'isa', 'best_isa',
             'set_isa', 'parallel_threads')
-#: The version of the operators' arguments (the extension's ``API_VERSION``): 5 since
-#: ``linear_`` (4: the kernels come in three instruction sets; 3: registered with the
-#: dispatcher; 2: BatchNorms as their own tensors).
-API_VERSION = 5
+
+#: The tensor operators whose CPU kernels the extension also binds as its own functions
+#: (``mmsfr._ext.<name>``), which plain eager calls take (:mod:`.dense_layer`).
+KERNELS = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'linear_')
+#: The version of the operators' arguments (the extension's ``API_VERSION``): 6 since
+#: the extension binds the kernels as its own functions too (5: ``linear_``; 4: the
+#: kernels come in three instruction sets; 3: registered with the dispatcher; 2:
+#: BatchNorms as their own tensors).
+API_VERSION = 6
 _REBUILD = 'pip install --no-build-isolation -e .'
 
 
@@ -52,27 +58,30 @@ def has_op(name: str) -> bool:
     return hasattr(torch.ops.mmsfr, name)
 
 
-def _load() -> tuple[bool, str]:
-    """Import the extension and check it: ``(usable, status)``."""
+def _load() -> tuple[bool, str, dict[str, Callable[..., None]]]:
+    """Import the extension and check it: ``(usable, status, kernels)``, ``kernels``
+    being the extension's functions of :data:`KERNELS` by name (empty unless usable)."""
     try:
         ext = importlib.import_module('mmsfr._ext')
     except ModuleNotFoundError as err:
         if err.name != 'mmsfr._ext':
             raise
-        return False, f'not built (install with `{_REBUILD}`)'
+        return False, f'not built (install with `{_REBUILD}`)', {}
     except ImportError as err:  # built against another torch, missing symbols, ...
         warnings.warn(f'mmsfr._ext could not be loaded, using PyTorch kernels: {err}')
-        return False, f'failed to load: {err}'
+        return False, f'failed to load: {err}', {}
     version = getattr(ext, 'API_VERSION', 1)
-    missing = [] if version != API_VERSION else [n for n in REQUIRED if not has_op(n)]
+    missing = [] if version != API_VERSION else (
+        [n for n in REQUIRED if not has_op(n)]
+        + [f'mmsfr._ext.{n}' for n in KERNELS if not callable(getattr(ext, n, None))])
     if missing or version != API_VERSION:  # built from older sources
         what = (f'no {", ".join(missing)}' if missing else
                 f'operator arguments of version {version}, this mmsfr needs {API_VERSION}')
         warnings.warn(f'mmsfr._ext is out of date ({what}), using PyTorch kernels; '
                       f'rebuild it with `{_REBUILD}`')
-        return False, f'out of date (rebuild with `{_REBUILD}`)'
+        return False, f'out of date (rebuild with `{_REBUILD}`)', {}
     _warn_if_serial()
-    return True, 'built'
+    return True, 'built', {name: getattr(ext, name) for name in KERNELS}
 
 
 def _parallel_threads(tasks: int) -> int:
@@ -96,7 +105,7 @@ def _warn_if_serial() -> None:
             'with OpenMP where torch runs on it, on Linux)')
 
 
-_AVAILABLE, STATUS = _load()
+_AVAILABLE, STATUS, _KERNELS = _load()
 
 
 class _Switch(threading.local):

@@ -11,7 +11,14 @@ import pytest
 
 from conftest import REPO
 
+#: What a run with ``--tuned-malloc`` prints about the allocator.
+TUNED_ALLOCATOR = 'allocator: glibc.malloc.mmap_threshold=4294967296'
+
 SCRIPTS = {
+    'dispatch_overhead.py': ['Per call, empty batch (median us)', 'lgc_conv_', 'sfr_',
+                             'se_', 'linear_', 'Whole forward (median)',
+                             'forward with the bindings <= 1.0x through the dispatcher',
+                             'logits of the two ways equal: True'],
     'latency_224.py': ['Latency (median)', 'x MobileNetV2', 'GFLOP/s', 'of GEMM',
                        'CondenseNetV2-A reference form', 'SFR-ShuffleNetV2 1.5x deploy',
                        'Exactness'],
@@ -35,7 +42,7 @@ SCRIPTS = {
                         'ONNX nodes', 'CondenseNetV2-A deploy, SFR as ScatterND rounds',
                         'CondenseNetV2-A deploy, 3x3 convs as grouped Conv',
                         'CondenseNetV2-A deploy, depthwise passes up to 8 outputs',
-                        'allocator: glibc.malloc.mmap_threshold=4294967296'],
+                        TUNED_ALLOCATOR],
 }
 #: Scripts that report figures without targets to check.
 NO_TARGETS = {'onnx_detector.py'}
@@ -63,7 +70,7 @@ def test_benchmark_runs_in_quick_mode(script):
 def test_tuned_malloc_reruns_with_the_setting_and_profiles(script):
     out = run(f'bench/{script}', '--quick', '--tuned-malloc', '--profile')
     assert out.returncode == 0, out.stderr[-3000:]
-    assert 'allocator: glibc.malloc.mmap_threshold=4294967296' in out.stdout
+    assert TUNED_ALLOCATOR in out.stdout
     assert 'Self CPU time total' in out.stdout  # the op profile
     if script == 'latency_224.py':  # and the number of calls the README quotes
         calls = re.search(r'forward \((\d+) top-level aten calls\)', out.stdout)

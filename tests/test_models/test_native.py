@@ -213,9 +213,9 @@ def test_layers_the_kernels_do_not_implement_use_the_pytorch_path():
         assert rel_diff(a, r) < 1e-10
 
 
-def kernel_call(model):
-    """A deploy layer with SFR, a buffer and the kernels' arguments for it."""
-    layer = model.blocks[2][1]
+def kernel_call(model, block=2):
+    """A deploy layer with SFR (of ``block``), a buffer and the kernels' arguments for it."""
+    layer = model.blocks[block][1]
     channels = layer.conv_1.in_channels
     buf = torch.rand(1, channels + layer.growth, 6, 5)
     return layer, buf, channels, dense_plan(layer, buf)
@@ -235,7 +235,84 @@ def test_kernels_take_the_modules_tensors_as_stored():
     assert args.sfr[3] is sfr.conv.weight and args.sfr[5] is sfr.index
 
 
-def test_kernels_reject_bad_inputs_with_the_bad_value():
+def route(name):
+    """The context in which the operator wrappers take ``name``'s way to the kernels:
+    ``'direct'`` (the extension's bindings, plain eager code) or ``'dispatcher'``
+    (``torch.ops.mmsfr``, here because autograd records)."""
+    return torch.no_grad() if name == 'direct' else torch.enable_grad()
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The names of the kernel bindings the wrappers call, in order (the bindings still
+    run)."""
+    from mmsfr.ops import dense_layer
+    calls = []
+    for name, kernel in list(dense_layer._KERNELS.items()):
+        def spy(*args, _kernel=kernel, _name=name):
+            calls.append(_name)
+            _kernel(*args)
+        monkeypatch.setitem(dense_layer._KERNELS, name, spy)
+    return calls
+
+
+def test_plain_eager_calls_go_straight_to_the_kernels_others_through_the_dispatcher(
+        kernel_calls):
+    from torch.utils._python_dispatch import TorchDispatchMode
+    model, _ = deploy_model('a')  # hard-swish from block 2, SE from block 3
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+    assert set(kernel_calls) == {'lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_'}
+    kernel_calls.clear()
+    # Under the profiler the operators run through the dispatcher, which records them.
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        again = model(x)
+    assert kernel_calls == [] and all(torch.equal(a, b) for a, b in zip(again, expected))
+    names = {event.name for event in prof.events()}
+    assert {'mmsfr::lgc_conv_', 'mmsfr::sfr_', 'mmsfr::se_', 'mmsfr::avg_pool2x2_'} <= names
+
+    seen = []
+
+    class Seen(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x, weight, bias = torch.rand(2, 8), torch.rand(3, 8), torch.rand(3)
+    out, direct = torch.empty(2, 3), torch.empty(2, 3)
+    with torch.no_grad(), Seen():
+        ops.linear_(out, x, weight, bias)
+    assert seen == ['mmsfr.linear_.default'] and kernel_calls == []
+    with torch.no_grad():
+        ops.linear_(direct, x, weight, bias)
+    assert kernel_calls == ['linear_'] and torch.equal(direct, out)
+
+
+@pytest.mark.parametrize('way', ['direct', 'dispatcher'])
+def test_both_ways_to_a_kernel_compute_the_same_buffer(isa, way, kernel_calls):
+    model, _ = deploy_model('c')
+    layer, buf, channels, args = kernel_call(model, block=3)  # with SE
+    expected = buf.clone()
+    torch.ops.mmsfr.lgc_conv_(expected, channels, *args.lgc)
+    torch.ops.mmsfr.se_(expected, channels, layer.growth, *args.se_args)
+    torch.ops.mmsfr.sfr_(expected, channels, layer.growth, *args.sfr)
+    with route(way):
+        ops.lgc_conv_(buf, channels, *args.lgc)
+        ops.se_(buf, channels, layer.growth, *args.se_args)
+        ops.sfr_(buf, channels, layer.growth, *args.sfr)
+    assert torch.equal(buf, expected)
+    assert kernel_calls == (['lgc_conv_', 'se_', 'sfr_'] if way == 'direct' else [])
+
+
+@pytest.mark.parametrize('way', ['direct', 'dispatcher'])
+def test_kernels_reject_bad_inputs_with_the_bad_value(way, kernel_calls):
+    with route(way):
+        check_bad_inputs_are_rejected()
+    assert bool(kernel_calls) == (way == 'direct')
+
+
+def check_bad_inputs_are_rejected():
     model, _ = deploy_model('a')
     layer, buf, channels, args = kernel_call(model)
     ext = ops

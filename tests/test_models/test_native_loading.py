@@ -20,10 +20,16 @@ def load_with(monkeypatch, result, ops=loading.REQUIRED, threads=None):
     monkeypatch.setattr(loading, 'has_op', lambda name: name in ops)
     monkeypatch.setattr(loading, '_parallel_threads',
                         threads or (lambda tasks: min(tasks, torch.get_num_threads())))
-    return loading._load()
+    return loading._load()[:2]
 
 
-CURRENT = types.SimpleNamespace(API_VERSION=loading.API_VERSION)
+def _kernel(*args):
+    pass
+
+
+#: An extension module of this version: its API_VERSION and kernel bindings.
+CURRENT = types.SimpleNamespace(API_VERSION=loading.API_VERSION,
+                                **{name: _kernel for name in loading.KERNELS})
 
 
 def test_a_missing_extension_means_pytorch_ops_and_says_how_to_build(monkeypatch):
@@ -37,6 +43,26 @@ def test_an_extension_missing_operators_is_not_used(monkeypatch):
                       r'parallel_threads\)'):
         usable, status = load_with(monkeypatch, CURRENT, ops=some)
     assert not usable and status.startswith('out of date')
+
+
+def test_an_extension_missing_kernel_bindings_is_not_used(monkeypatch):
+    partial = types.SimpleNamespace(API_VERSION=loading.API_VERSION, lgc_conv_=_kernel,
+                                    sfr_=_kernel, se_=_kernel, avg_pool2x2_='not callable')
+    with pytest.warns(UserWarning, match=r'out of date \(no mmsfr._ext.avg_pool2x2_, '
+                      r'mmsfr._ext.linear_\)'):
+        usable, status = load_with(monkeypatch, partial)
+    assert not usable and status.startswith('out of date')
+
+
+def test_the_kernel_bindings_are_collected_only_from_a_usable_extension(monkeypatch):
+    monkeypatch.setattr(loading.importlib, 'import_module', lambda name: CURRENT)
+    monkeypatch.setattr(loading, 'has_op', lambda name: True)
+    monkeypatch.setattr(loading, '_parallel_threads', lambda tasks: 1)
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
+    assert loading._load()[2] == {name: _kernel for name in loading.KERNELS}
+    with pytest.warns(UserWarning, match='out of date'):
+        monkeypatch.setattr(loading, 'has_op', lambda name: name != 'sfr_')
+        assert loading._load()[2] == {}
 
 
 def test_an_extension_that_fails_to_load_warns(monkeypatch):

@@ -32,6 +32,8 @@
 // order aside) and propagate NaN as it does; mmsfr/ops/ loads and wraps them
 // and tests/test_models/test_native.py checks them.
 
+#include "dense_layer.h"
+
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
