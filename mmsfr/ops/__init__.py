@@ -13,11 +13,11 @@ Example:
 """
 from .dense_layer import (ISAS, avg_pool2x2_, best_isa, isa, lgc_conv_, linear_,
                           parallel_threads, plain_eager, se_, set_avx2, set_isa, sfr_,
-                          uses_avx2)
+                          untraced_inference, uses_avx2)
 from .loading import (API_VERSION, KERNELS, REQUIRED, STATUS, native_available,
                       native_enabled, native_kernels)
 
 __all__ = ['API_VERSION', 'ISAS', 'KERNELS', 'REQUIRED', 'STATUS', 'avg_pool2x2_',
            'best_isa', 'isa', 'lgc_conv_', 'linear_', 'native_available', 'native_enabled',
            'native_kernels', 'parallel_threads', 'plain_eager', 'se_', 'set_avx2', 'set_isa',
-           'sfr_', 'uses_avx2']
+           'sfr_', 'untraced_inference', 'uses_avx2']

@@ -34,24 +34,40 @@ from .loading import _KERNELS
 
 __all__ = ['ISAS', 'avg_pool2x2_', 'best_isa', 'isa', 'lgc_conv_', 'linear_',
            'parallel_threads', 'plain_eager', 'se_', 'set_avx2', 'set_isa', 'sfr_',
-           'uses_avx2']
+           'untraced_inference', 'uses_avx2']
+
+
+def untraced_inference() -> bool:
+    """Whether the caller runs inference that nothing records op by op: no autograd
+    recording, no ``torch.compile`` / ``torch.export`` / ``torch.jit`` (ONNX) tracing and
+    no ``TorchDispatchMode`` observing the calls (complexity counters count ops by name).
+
+    Example:
+        >>> with torch.no_grad():
+        ...     untraced_inference()
+        True
+        >>> untraced_inference()  # autograd records
+        False
+    """
+    # (is_compiling first: torch.compile traces this function and stops there.)
+    return not (is_compiling() or torch.is_grad_enabled() or torch.jit.is_tracing()
+                or _get_current_dispatch_mode() is not None)
 
 
 def plain_eager() -> bool:
-    """Whether nothing but the kernel needs to see an operator call: no ``torch.compile``
-    / ``torch.export`` or ``torch.jit`` tracing, no autograd recording, no profiler and
-    no ``TorchDispatchMode``. Such calls go straight to the kernels.
+    """Whether nothing but the kernel needs to see an operator call: inference that
+    nothing records op by op (:func:`untraced_inference`) and no profiler. Such calls go
+    straight to the kernels.
 
     Example:
         >>> with torch.no_grad():
         ...     plain_eager()
         True
-        >>> plain_eager()  # autograd records
+        >>> with torch.no_grad(), torch.profiler.profile():  # the profiler records ops
+        ...     plain_eager()
         False
     """
-    # (is_compiling first: torch.compile traces this function and stops there.)
-    return not (is_compiling() or torch.is_grad_enabled() or torch.jit.is_tracing()
-                or _profiler_enabled() or _get_current_dispatch_mode() is not None)
+    return untraced_inference() and not _profiler_enabled()
 
 
 def _call(name: str, *args) -> None:

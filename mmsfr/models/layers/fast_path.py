@@ -12,8 +12,8 @@ type those operators take.
 from __future__ import annotations
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from ...ops import untraced_inference
 from ...utils.compat import is_compiling, traces_mmsfr_operators
 
 __all__ = ['inference_fast_path', 'kernel_tensor', 'kernel_tensors', 'traced_inference']
@@ -31,16 +31,15 @@ _is_any_autocast_enabled = getattr(torch._C, '_is_any_autocast_enabled', _any_au
 def inference_fast_path() -> bool:
     """Whether in-place / re-associated inference kernels may replace canonical ops.
 
-    True only when nothing needs the canonical op graph: no autograd recording, no
-    ``torch.jit`` / ``torch.export`` / ONNX tracing, no ``TorchDispatchMode``
-    observing the aten calls (complexity counters count pooling by its op), and no
+    True only when nothing needs the canonical op graph: inference that nothing
+    records op by op (:func:`mmsfr.ops.untraced_inference`: no autograd recording, no
+    ``torch.compile`` / ``torch.export`` / ONNX tracing, no ``TorchDispatchMode``
+    observing the aten calls, as complexity counters count pooling by its op), and no
     autocast: autocast picks each op's dtype by the op, which the kernels writing into
     pre-allocated outputs (``out=``) cannot follow, so under autocast the models run
     the ops PyTorch would run with autograd, in the dtypes it chooses for them.
     """
-    return not (torch.is_grad_enabled() or torch.jit.is_tracing()
-                or is_compiling() or _get_current_dispatch_mode() is not None
-                or _is_any_autocast_enabled())
+    return untraced_inference() and not _is_any_autocast_enabled()
 
 
 def traced_inference() -> bool:
