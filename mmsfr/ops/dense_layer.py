@@ -18,8 +18,8 @@ binding of the kernel (``mmsfr._ext.<name>``); otherwise it goes through PyTorch
 dispatcher (``torch.ops.mmsfr.<name>``), where ``torch.compile``, ``torch.export``, the
 profiler and ``TorchDispatchMode`` s see the operator. The kernel, its argument checks,
 its errors and its results are the same either way; the binding skips the dispatcher's
-boxing of the arguments, 1 to 4 us per call, which a deploy CondenseNetV2 makes about
-100 times per forward (``bench/dispatch_overhead.py`` times both ways).
+boxing of the arguments, up to 4 us per call, of which a deploy CondenseNetV2-C makes
+98 per forward (``bench/dispatch_overhead.py`` times both ways).
 """
 from __future__ import annotations
 
