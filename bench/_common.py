@@ -31,6 +31,12 @@ from mmsfr.models.layers import condense_model, convert_to_deploy  # noqa: E402
 from mmsfr.testing import randomise_bn, rel_diff  # noqa: E402,F401  (rel_diff: for the scripts)
 
 
+#: The configs of the CondenseNetV2 classifiers, by arch (``CDN.format('c')``).
+CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
+#: The config of the SFR-ShuffleNetV2 1.5x classifier.
+SFR_SN = 'configs/pretrain/shufflenetv2/sfr-shufflenetv2-x1_5_8xb128_in1k.py'
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """Arguments every benchmark takes (``--quick`` is the CI smoke mode)."""
     parser = argparse.ArgumentParser(description=description,

@@ -30,11 +30,10 @@ from unittest import mock
 
 import torch
 
-from _common import (base_parser, build, check_positive, condensed, deploy_copy,
+from _common import (CDN, base_parser, build, check_positive, condensed, deploy_copy,
                      kernels_status, ops, print_table, time_interleaved, verdict)
 from mmsfr.ops import dense_layer
 
-CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
 #: How many leading arguments of each operator carry the batch (the buffer written, and
 #: the input read where it is a separate tensor).
 BATCHED = {'lgc_conv_': 1, 'sfr_': 1, 'se_': 1, 'avg_pool2x2_': 2, 'linear_': 2}

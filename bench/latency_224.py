@@ -62,13 +62,11 @@ import torch
 import torchvision
 from mmcv.cnn import fuse_conv_bn
 
-from _common import (add_malloc_arg, apply_malloc_arg, base_parser, build, check_positive,
-                     condensed, deploy_copy, gemm_gflops, kernels_status, macs, ops,
-                     print_table, pytorch_kernels, rel_diff, time_interleaved, verdict)
+from _common import (CDN, SFR_SN, add_malloc_arg, apply_malloc_arg, base_parser, build,
+                     check_positive, condensed, deploy_copy, gemm_gflops, kernels_status,
+                     macs, ops, print_table, pytorch_kernels, rel_diff, time_interleaved,
+                     verdict)
 from reference_form import reference_backbone
-
-CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
-SFR_SN = 'configs/pretrain/shufflenetv2/sfr-shufflenetv2-x1_5_8xb128_in1k.py'
 
 
 def classify(model):

@@ -73,14 +73,12 @@ import torch
 import torchvision
 from torch import nn
 
-from _common import (add_malloc_arg, apply_malloc_arg, base_parser, build, check_positive,
-                     condensed, deploy_copy, gemm_gflops, kernels_status, macs, print_table,
-                     rel_diff, time_interleaved, verdict)
+from _common import (CDN, SFR_SN, add_malloc_arg, apply_malloc_arg, base_parser, build,
+                     check_positive, condensed, deploy_copy, gemm_gflops, kernels_status,
+                     macs, print_table, rel_diff, time_interleaved, verdict)
 from mmsfr.deployment import ExportModule, export_dynamic, onnx_op_counts, specialise
 from mmsfr.deployment._onnx import cpu_session, onnx, ort
 
-CDN = 'configs/pretrain/condensenetv2/condensenetv2-{}_8xb128_in1k.py'
-SFR_SN = 'configs/pretrain/shufflenetv2/sfr-shufflenetv2-x1_5_8xb128_in1k.py'
 OPSET = 18
 BASE = 'torchvision MobileNetV2'
 TV_SN = 'torchvision ShuffleNetV2 1.5x'

@@ -38,13 +38,11 @@ import torch
 __all__ = ['API_VERSION', 'KERNELS', 'REQUIRED', 'STATUS', 'native_available',
            'native_enabled', 'native_kernels']
 
-#: The operators this version of mmsfr calls (``torch.ops.mmsfr.<name>``).
-REQUIRED = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'linear_', 'isa', 'best_isa',
-            'set_isa', 'parallel_threads')
-
 #: The tensor operators whose CPU kernels the extension also binds as its own functions
 #: (``mmsfr._ext.<name>``), which plain eager calls take (:mod:`.dense_layer`).
 KERNELS = ('lgc_conv_', 'sfr_', 'se_', 'avg_pool2x2_', 'linear_')
+#: The operators this version of mmsfr calls (``torch.ops.mmsfr.<name>``).
+REQUIRED = KERNELS + ('isa', 'best_isa', 'set_isa', 'parallel_threads')
 #: The version of the operators' arguments (the extension's ``API_VERSION``): 6 since
 #: the extension binds the kernels as its own functions too (5: ``linear_``; 4: the
 #: kernels come in three instruction sets; 3: registered with the dispatcher; 2:
