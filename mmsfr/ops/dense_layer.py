@@ -13,10 +13,11 @@ running_var]`` and eps, conv weights as stored ``(out, in / groups, kh, kw)``:
 the kernels derive everything else on every call.
 
 A call reaches its CPU kernel one of two ways. In plain eager code (:func:`plain_eager`:
-no autograd recording, tracing, profiler or dispatch mode) it calls the extension's own
-binding of the kernel (``mmsfr._ext.<name>``); otherwise it goes through PyTorch's
-dispatcher (``torch.ops.mmsfr.<name>``), where ``torch.compile``, ``torch.export``, the
-profiler and ``TorchDispatchMode`` s see the operator. The kernel, its argument checks,
+no autograd recording, tracing, profiler, function mode or dispatch mode) it calls the
+extension's own binding of the kernel (``mmsfr._ext.<name>``); otherwise it goes through
+PyTorch's dispatcher (``torch.ops.mmsfr.<name>``), where ``torch.compile``,
+``torch.export``, the profiler, ``TorchFunctionMode`` s and ``TorchDispatchMode`` s see
+the operator. The kernel, its argument checks,
 its errors and its results are the same either way; the binding skips the dispatcher's
 boxing of the arguments, up to 4 us per call, of which a deploy CondenseNetV2-C makes
 98 per forward (``bench/dispatch_overhead.py`` times both ways).
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch._C import _is_torch_function_mode_enabled
 from torch._C._autograd import _profiler_enabled
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -56,8 +58,9 @@ def untraced_inference() -> bool:
 
 def plain_eager() -> bool:
     """Whether nothing but the kernel needs to see an operator call: inference that
-    nothing records op by op (:func:`untraced_inference`) and no profiler. Such calls go
-    straight to the kernels.
+    nothing records op by op (:func:`untraced_inference`), no profiler and no
+    ``TorchFunctionMode`` (which sees ``torch.ops`` calls). Such calls go straight to
+    the kernels.
 
     Example:
         >>> with torch.no_grad():
@@ -67,7 +70,8 @@ def plain_eager() -> bool:
         ...     plain_eager()
         False
     """
-    return untraced_inference() and not _profiler_enabled()
+    return (untraced_inference() and not _profiler_enabled()
+            and not _is_torch_function_mode_enabled())
 
 
 def _call(name: str, *args) -> None:

@@ -289,6 +289,50 @@ def test_plain_eager_calls_go_straight_to_the_kernels_others_through_the_dispatc
     assert kernel_calls == ['linear_'] and torch.equal(direct, out)
 
 
+class Recorded(torch.Tensor):
+    """A tensor subclass that records the torch functions called on it."""
+
+    calls: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.calls.append(func)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_function_modes_see_the_operators_and_subclasses_take_the_canonical_ops(
+        kernel_calls):
+    from torch.overrides import TorchFunctionMode
+    model, _ = deploy_model('a')
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+    kernel_calls.clear()
+    seen = []
+
+    class Seen(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    # A function mode sees the operators (through the dispatcher), not a binding call.
+    with torch.inference_mode(), Seen():
+        again = model(x)
+    assert kernel_calls == [] and all(torch.equal(a, b) for a, b in zip(again, expected))
+    assert {'mmsfr.lgc_conv_', 'mmsfr.sfr_', 'mmsfr.se_', 'mmsfr.avg_pool2x2_'} <= set(seen)
+
+    # A subclass's handler sees every op on it: its layer takes the canonical ops.
+    norm = model.blocks[2][1].conv_1.norm
+    norm.running_mean = norm.running_mean.as_subclass(Recorded)
+    Recorded.calls = []
+    with torch.inference_mode():
+        out = model(x)
+    assert 'batch_norm' in {getattr(func, '__name__', '') for func in Recorded.calls}
+    assert 'lgc_conv_' in kernel_calls  # the other layers keep the kernels
+    for a, b in zip(out, expected):
+        assert rel_diff(a.as_subclass(torch.Tensor), b) < 1e-5
+
+
 @pytest.mark.parametrize('way', ['direct', 'dispatcher'])
 def test_both_ways_to_a_kernel_compute_the_same_buffer(isa, way, kernel_calls):
     model, _ = deploy_model('c')

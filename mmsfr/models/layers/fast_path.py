@@ -62,13 +62,22 @@ _TRACES_OPERATORS = traces_mmsfr_operators()
 
 
 def kernel_tensor(t: torch.Tensor) -> bool:
-    """Whether ``t`` is float32 on the CPU, the only type mmsfr's C++ operators take.
+    """Whether ``t`` is a plain float32 CPU tensor (or parameter), the only type mmsfr's
+    C++ operators take. An eager tensor subclass is not: its ``__torch_function__``
+    must see the ops of the forward, which the canonical path runs. (Under
+    ``torch.compile`` / ``torch.export`` the tracers' own tensor types stand in for
+    plain tensors, and the tracers handle subclasses themselves.)
 
     Example:
         >>> kernel_tensor(torch.zeros(2)), kernel_tensor(torch.zeros(2).double())
         (True, False)
     """
-    return t.dtype is torch.float32 and t.is_cpu
+    return ((type(t) in _PLAIN_TENSORS or is_compiling())
+            and t.dtype is torch.float32 and t.is_cpu)
+
+
+#: The tensor types the kernels take (exactly these, not their subclasses).
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 def kernel_tensors(*tensors: torch.Tensor | None) -> bool:
