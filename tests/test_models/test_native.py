@@ -321,7 +321,14 @@ def test_function_modes_see_the_operators_and_subclasses_take_the_canonical_ops(
     assert kernel_calls == [] and all(torch.equal(a, b) for a, b in zip(again, expected))
     assert {'mmsfr.lgc_conv_', 'mmsfr.sfr_', 'mmsfr.se_', 'mmsfr.avg_pool2x2_'} <= set(seen)
 
-    # A subclass's handler sees every op on it: its layer takes the canonical ops.
+    # A subclass's handler sees every op on it: an input of a subclass takes the
+    # canonical ops everywhere, a buffer of a subclass in its layer.
+    Recorded.calls = []
+    with torch.inference_mode():
+        out = model(x.as_subclass(Recorded))
+    assert kernel_calls == [] and 'conv2d' in {getattr(f, '__name__', '') for f in Recorded.calls}
+    for a, b in zip(out, expected):
+        assert rel_diff(a.as_subclass(torch.Tensor), b) < 1e-5
     norm = model.blocks[2][1].conv_1.norm
     norm.running_mean = norm.running_mean.as_subclass(Recorded)
     Recorded.calls = []
