@@ -17,10 +17,10 @@ no autograd recording, tracing, profiler, function mode or dispatch mode) it cal
 extension's own binding of the kernel (``mmsfr._ext.<name>``); otherwise it goes through
 PyTorch's dispatcher (``torch.ops.mmsfr.<name>``), where ``torch.compile``,
 ``torch.export``, the profiler, ``TorchFunctionMode`` s and ``TorchDispatchMode`` s see
-the operator. The kernel, its argument checks,
-its errors and its results are the same either way; the binding skips the dispatcher's
-boxing of the arguments, up to 4 us per call, of which a deploy CondenseNetV2-C makes
-98 per forward (``bench/dispatch_overhead.py`` times both ways).
+the operator. The kernel, its argument checks, its errors and its results are the same
+either way; the binding skips the dispatcher's boxing of the arguments, up to 4 us per
+call, of which a deploy CondenseNetV2-C makes 98 per forward
+(``bench/dispatch_overhead.py`` times both ways).
 """
 from __future__ import annotations
 

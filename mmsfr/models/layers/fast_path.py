@@ -71,6 +71,11 @@ def kernel_tensor(t: torch.Tensor) -> bool:
     Example:
         >>> kernel_tensor(torch.zeros(2)), kernel_tensor(torch.zeros(2).double())
         (True, False)
+        >>> class Logged(torch.Tensor):  # a subclass, say one that logs its ops
+        ...     pass
+        >>> kernel_tensor(torch.nn.Parameter(torch.zeros(2))), kernel_tensor(
+        ...     torch.zeros(2).as_subclass(Logged))
+        (True, False)
     """
     return ((type(t) in _PLAIN_TENSORS or is_compiling())
             and t.dtype is torch.float32 and t.is_cpu)
