@@ -86,8 +86,8 @@ _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 def kernel_tensors(*tensors: torch.Tensor | None) -> bool:
-    """Whether every tensor given is float32 on the CPU (:func:`kernel_tensor`; None, an
-    absent optional tensor, is skipped).
+    """Whether every tensor given is a plain float32 CPU tensor (:func:`kernel_tensor`;
+    None, an absent optional tensor, is skipped).
 
     Example:
         >>> kernel_tensors(torch.zeros(2), None), kernel_tensors(torch.zeros(2).double())
