@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -80,6 +80,37 @@ def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace,
             parser.error(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
     if args.warmup < 0:
         parser.error(f'--warmup must be >= 0, got {args.warmup}')
+
+
+def add_kernel_model_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--arch`` and ``--threads`` (see :func:`kernel_model`)."""
+    parser.add_argument('--arch', default='c', choices=('a', 'b', 'c'),
+                        help='CondenseNetV2 arch (default c)')
+    parser.add_argument('--threads', type=int, default=1, help='threads (default 1)')
+
+
+class KernelModel(NamedTuple):
+    """A deploy CondenseNetV2 for a script that times mmsfr's kernels, and its run."""
+    model: nn.Module
+    arch: str
+    size: int
+    repeats: int
+    warmup: int
+
+
+def kernel_model(args: argparse.Namespace, reason: str) -> KernelModel | None:
+    """The deploy CondenseNetV2 (random weights, condensed) of ``--arch`` at 224, or A
+    at 64 with one round in ``--quick`` mode, with torch set to ``--threads`` and seed
+    0; None, after printing why (``reason``), when the C++ kernels are not in use."""
+    if not ops.native_enabled():
+        print(f'deploy CondenseNetV2 layers: {kernels_status()}: {reason}')
+        return None
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    arch, size = ('a', 64) if args.quick else (args.arch, 224)
+    repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
+    model = deploy_copy(condensed(build(CDN.format(arch))))
+    return KernelModel(model, arch, size, repeats, warmup)
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,

@@ -30,8 +30,8 @@ from unittest import mock
 
 import torch
 
-from _common import (CDN, base_parser, build, check_positive, condensed, deploy_copy,
-                     kernels_status, ops, print_table, time_interleaved, verdict)
+from _common import (add_kernel_model_args, base_parser, check_positive, kernel_model,
+                     kernels_status, print_table, time_interleaved, verdict)
 from mmsfr.ops import dense_layer
 
 #: How many leading arguments of each operator carry the batch (the buffer written, and
@@ -59,19 +59,13 @@ def record_calls(forward) -> list[tuple[str, tuple]]:
 
 def main(argv=None) -> int:
     parser = base_parser(__doc__)
-    parser.add_argument('--arch', default='c', choices=('a', 'b', 'c'),
-                        help='CondenseNetV2 arch (default c)')
-    parser.add_argument('--threads', type=int, default=1, help='torch threads (default 1)')
+    add_kernel_model_args(parser)
     args = parser.parse_args(argv)
     check_positive(parser, args, 'threads')
-    if not ops.native_enabled():
-        print(f'deploy CondenseNetV2 layers: {kernels_status()}: no kernels to reach')
+    setup = kernel_model(args, 'no kernels to reach')
+    if setup is None:
         return 0
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    arch, size = ('a', 64) if args.quick else (args.arch, 224)
-    repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
-    model = deploy_copy(condensed(build(CDN.format(arch))))
+    model, arch, size, repeats, warmup = setup
     x = torch.rand(1, 3, size, size)
 
     def forward():

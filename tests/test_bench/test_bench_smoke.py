@@ -15,6 +15,10 @@ from conftest import REPO
 TUNED_ALLOCATOR = 'allocator: glibc.malloc.mmap_threshold=4294967296'
 
 SCRIPTS = {
+    'dense_layer_convs.py': ['Dense-layer convs per block (median ms', 'oneDNN ms',
+                             'onnxruntime ms', 'mmsfr of GEMM', '1x1 inputs per group',
+                             "mmsfr kernel <= 1.0x the faster library's convs alone",
+                             '(<= 1e-4: True)'],
     'dispatch_overhead.py': ['Per call, empty batch (median us)', 'lgc_conv_', 'sfr_',
                              'se_', 'linear_', 'Whole forward (median)',
                              'forward with the bindings <= 1.0x through the dispatcher',
